@@ -1,0 +1,126 @@
+"""Backend registry, backend inference from tensor types, and lazy loading of backend modules.
+
+No framework is imported to find out whether a tensor belongs to it: a tensor of a framework that was
+never imported cannot exist, so the framework's base class is looked up in ``sys.modules`` only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from functools import lru_cache
+from types import ModuleType
+from typing import Any, Iterable
+
+import numpy as np
+
+from recloss.errors import BackendError, BackendUnavailableError
+
+#: Canonical backend name -> (module implementing it, top-level framework module, pip extra).
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "tensorflow": ("recloss.backends.tensorflow", "tensorflow", "tensorflow"),
+    "torch": ("recloss.backends.torch", "torch", "torch"),
+    "jax": ("recloss.backends.jax", "jax", "jax"),
+    "numpy": ("recloss.backends.numpy", "numpy", ""),
+}
+ALIASES = {"tf": "tensorflow", "pytorch": "torch", "np": "numpy"}
+FRAMEWORK_BACKENDS = ("tensorflow", "torch", "jax")
+
+# Where each framework keeps its tensor classes, looked up only once the framework is imported.
+_TENSOR_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
+    "torch": (("torch", "Tensor"),),
+    "jax": (("jax", "Array"), ("jax.core", "Tracer")),
+    "tensorflow": (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
+}
+
+
+def canonical_name(name: str) -> str:
+    """``"tf"`` -> ``"tensorflow"``; raises :class:`BackendError` for an unknown name."""
+    if not isinstance(name, str):
+        raise BackendError(f"backend must be a string, one of {_known()}; got {name!r}")
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; expected one of {_known()}")
+    return key
+
+
+def _known() -> str:
+    names = list(BACKENDS) + [f"{alias} (= {target})" for alias, target in ALIASES.items()]
+    return ", ".join(repr(n) if "(" not in n else n for n in names)
+
+
+def available_backends() -> list[str]:
+    """The backends whose framework is installed (without importing it), in the order of ``BACKENDS``."""
+    return [name for name, (_, framework, _) in BACKENDS.items()
+            if name == "numpy" or importlib.util.find_spec(framework) is not None]
+
+
+def load_backend(name: str) -> ModuleType:
+    """Import the backend module for ``name`` (importing its framework), or raise BackendUnavailableError."""
+    name = canonical_name(name)
+    module_name, framework, extra = BACKENDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        if importlib.util.find_spec(framework) is not None and framework not in str(error):
+            raise
+        raise BackendUnavailableError(
+            f"backend {name!r} needs {framework}, which is not installed; "
+            f'install it with: pip install "recloss[{extra}]"') from error
+
+
+@lru_cache(maxsize=None)
+def _framework_of_type(cls: type) -> str | None:
+    """The framework a tensor type belongs to; ``"numpy"`` for NumPy arrays and scalars; None if unknown.
+
+    Cached per type. Only frameworks that are already imported are consulted.
+    """
+    if issubclass(cls, (np.ndarray, np.generic)):
+        return "numpy"
+    for backend, places in _TENSOR_CLASSES.items():
+        for module_name, class_name in places:
+            module = sys.modules.get(module_name)
+            base = getattr(module, class_name, None) if module is not None else None
+            if isinstance(base, type) and issubclass(cls, base):
+                return backend
+    return None
+
+
+def framework_of(x: Any) -> str | None:
+    """``"torch"``, ``"jax"``, ``"tensorflow"``, ``"numpy"`` or None for a value recloss cannot place."""
+    return _framework_of_type(type(x))
+
+
+def resolve_backend(loss: str, backend: str | None, tensors: Iterable[Any]) -> str:
+    """Pick the backend of one call: the explicit name, else the tensors' framework, else the default.
+
+    Tensors of two frameworks, or a framework tensor passed with another explicit backend, are an error:
+    converting silently would cut the gradient.
+    """
+    frameworks: dict[str, str] = {}
+    for x in tensors:
+        if x is None:
+            continue
+        framework = framework_of(x)
+        if framework is None:
+            raise BackendError(f"{loss}: cannot tell which framework a {type(x).__module__}.{type(x).__name__} "
+                               "belongs to; pass tensors of TensorFlow, PyTorch, JAX or NumPy")
+        if framework != "numpy":
+            frameworks.setdefault(framework, f"{type(x).__module__}.{type(x).__name__}")
+    if len(frameworks) > 1:
+        found = ", ".join(f"{fw} ({cls})" for fw, cls in frameworks.items())
+        raise BackendError(f"{loss}: tensors of several frameworks in one call: {found}; "
+                           "convert them to one framework first")
+    if backend is not None:
+        name = canonical_name(backend)
+        if frameworks and name not in frameworks:
+            (framework, cls), = frameworks.items()
+            raise BackendError(f"{loss}: backend={backend!r} but got a {framework} tensor ({cls}); "
+                               f"pass backend={framework!r} or convert the tensor")
+        return name
+    if frameworks:
+        return next(iter(frameworks))
+    default = os.environ.get("RECLOSS_BACKEND")
+    return canonical_name(default) if default else "numpy"

@@ -1,0 +1,176 @@
+"""The declaration language of the loss catalogue: tensor arguments, options and loss specs.
+
+A :class:`LossSpec` is declared once per loss in :mod:`recloss.losses`. That one declaration drives the
+public function's signature and docstring (:mod:`recloss._api`), input validation
+(:mod:`recloss._validate`), the float64 reference it is compared with, the inputs of
+``recloss validate`` and the parity tests (:mod:`recloss.parity`), and the benchmarks.
+
+Shapes are written with named dimensions, e.g. ``"[B, K, D]"``. The same name in two arguments means the
+same size; an argument may accept several shapes (``"[N, D]"`` or ``"[B, K, D]"``), tried in order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+FLOAT = "float"
+INT = "int"
+BOOL = "bool"
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+HALF_DTYPES = ("float16", "bfloat16")
+
+Shape = tuple[str, ...]
+
+_SHAPE_RE = re.compile(r"^\[\s*([A-Za-z_]\w*(\s*,\s*[A-Za-z_]\w*)*)?\s*\]$")
+
+
+def parse_shape(text: str) -> Shape:
+    """``"[B, K, D]"`` -> ``("B", "K", "D")``; ``"[]"`` -> ``()``."""
+    match = _SHAPE_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"bad shape declaration {text!r}: expected e.g. '[B, D]'")
+    inner = match.group(1)
+    return tuple(part.strip() for part in inner.split(",")) if inner else ()
+
+
+def format_shape(shape: Shape) -> str:
+    return "[" + ", ".join(shape) + "]"
+
+
+def kind_of_dtype(name: str) -> str:
+    """The dtype class of a normalised dtype name: ``"float"``, ``"int"``, ``"bool"``, or the name itself."""
+    if name in FLOAT_DTYPES:
+        return FLOAT
+    if name in INT_DTYPES:
+        return INT
+    if name == "bool":
+        return BOOL
+    return name
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A tensor argument.
+
+    ``sample`` says how ``recloss validate`` draws it: ``"normal"``, ``"ids"`` (small integers, so that
+    duplicates occur), ``"mask"``, ``"weight"`` (non-negative, some zero) or ``"log_prob"``.
+    ``nonnegative`` asks the validator to check the values where they are concrete (eager calls).
+    """
+
+    name: str
+    shapes: tuple[Shape, ...]
+    kind: str = FLOAT
+    required: bool = True
+    doc: str = ""
+    sample: str = "normal"
+    nonnegative: bool = False
+
+    @property
+    def shape_text(self) -> str:
+        return " or ".join(format_shape(s) for s in self.shapes)
+
+
+def tensor(name: str, *shapes: str, kind: str = FLOAT, required: bool = True, doc: str = "",
+           sample: str | None = None, nonnegative: bool = False) -> Arg:
+    """Declare a tensor argument with one or more accepted shapes, e.g. ``tensor("neg", "[N, D]", "[B, K, D]")``."""
+    default_sample = {FLOAT: "normal", INT: "ids", BOOL: "mask"}[kind]
+    return Arg(name=name, shapes=tuple(parse_shape(s) for s in shapes), kind=kind, required=required,
+               doc=doc, sample=sample or default_sample, nonnegative=nonnegative)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A non-tensor option.
+
+    ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"choice"`` (one of ``choices``),
+    ``"bool"``, ``"optional_bool"`` (True, False or None), ``"optional_count"`` (None or an int >= 1).
+    ``tensor_ok`` lets a 0-d floating tensor stand for a number (a learnable temperature).
+    """
+
+    name: str
+    default: Any
+    rule: str
+    choices: tuple[Any, ...] = ()
+    doc: str = ""
+    tensor_ok: bool = False
+    annotation: str = "float"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input configuration that ``recloss validate`` and the parity tests run.
+
+    ``forms`` maps an argument to the index of the shape it takes (optional arguments not named are
+    omitted; required ones default to their first shape). ``options`` overrides option defaults.
+    """
+
+    name: str
+    forms: Mapping[str, int] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What the validator learnt about one call, handed to cross-argument rules and to the kernel."""
+
+    spec: "LossSpec"
+    forms: Mapping[str, int]
+    dims: Mapping[str, Any]
+    present: frozenset[str]
+    options: Mapping[str, Any]
+    dtype: str
+
+    def form(self, name: str) -> Shape | None:
+        """The shape an argument matched, e.g. ``("N", "D")``, or None if it was not given."""
+        if name not in self.forms:
+            return None
+        return self.spec.arg(name).shapes[self.forms[name]]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The single declaration of one loss."""
+
+    name: str
+    summary: str
+    math: str
+    args: tuple[Arg, ...]
+    options: tuple[Option, ...]
+    positional: tuple[str, ...]
+    returns: str
+    cases: tuple[Case, ...]
+    example: str = ""
+    references: tuple[str, ...] = ()
+    notes: str = ""
+    rules: Callable[[Bound], None] | None = None
+    keywords: tuple[str, ...] = ()
+
+    @property
+    def keyword_order(self) -> tuple[str, ...]:
+        """Keyword-only parameters in signature order: ``keywords`` if declared, else options, then
+        optional tensors, then ``sample_weight`` and ``reduction``."""
+        if self.keywords:
+            return self.keywords
+        rest = [n for n in (*[o.name for o in self.options], *self.tensor_names) if n not in self.positional]
+        last = [n for n in ("sample_weight", "reduction") if n in rest]
+        return tuple(n for n in rest if n not in last) + tuple(last)
+
+    def arg(self, name: str) -> Arg:
+        for a in self.args:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def option(self, name: str) -> Option:
+        for o in self.options:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    @property
+    def tensor_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args)

@@ -1,0 +1,176 @@
+"""Spec-driven input checks, shared by every backend so that every backend raises the same words.
+
+Only ``.shape`` and ``.dtype`` of the tensors are read (plus the values of ``nonnegative`` arguments where
+the backend can see them without tracing), so validation works on symbolic tensors: a dimension that is
+unknown at trace time (``None``) matches anything, and a tensor of unknown rank is not checked.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from recloss._spec import (BOOL, FLOAT, FLOAT_DTYPES, INT, INT_DTYPES, Bound, LossSpec, Option,
+                           format_shape, kind_of_dtype)
+from recloss.errors import DTypeError, OptionError, ShapeError
+
+_KIND_TEXT = {
+    FLOAT: "a floating tensor (" + ", ".join(FLOAT_DTYPES[:-1]) + " or " + FLOAT_DTYPES[-1] + ")",
+    INT: "an integer tensor (" + ", ".join(INT_DTYPES) + ")",
+    BOOL: "a boolean tensor",
+}
+
+
+def dtype_name(dtype: Any) -> str:
+    """A framework-free name for a dtype: ``"float32"`` for ``np.float32``, ``tf.float32`` and ``torch.float32``."""
+    name = getattr(dtype, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(dtype).removeprefix("torch.")
+
+
+def shape_of(x: Any) -> tuple[Any, ...] | None:
+    """The shape as a tuple (``None`` for a dimension unknown at trace time), or None if the rank is unknown."""
+    try:
+        return tuple(x.shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_tensor_like(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _describe(value: Any) -> str:
+    if is_tensor_like(value):
+        return f"a {dtype_name(value.dtype)} tensor of shape {shape_of(value)}"
+    return repr(value)
+
+
+def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any], Any]) -> None:
+    """Raise :class:`OptionError` if ``value`` breaks the option's rule."""
+    rule = option.rule
+    name = f"{loss}: `{option.name}`"
+    if rule in ("positive", "finite"):
+        expected = "a finite number > 0" if rule == "positive" else "a finite number"
+        if option.tensor_ok and is_tensor_like(value) and not isinstance(value, np.ndarray):
+            if shape_of(value) != () or kind_of_dtype(dtype_name(value.dtype)) != FLOAT:
+                raise OptionError(f"{name} must be {expected} or a 0-d floating tensor; got {_describe(value)}")
+            number = concrete(value)
+            if number is None:
+                return
+            value = float(number)
+        elif isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "f":
+            value = float(value)
+        if not is_number(value):
+            raise OptionError(f"{name} must be {expected}; got {_describe(value)}")
+        if not math.isfinite(value) or (rule == "positive" and value <= 0):
+            raise OptionError(f"{name} must be {expected}; got {value!r}")
+    elif rule == "choice":
+        if not isinstance(value, str) or value not in option.choices:
+            allowed = ", ".join(repr(c) for c in option.choices)
+            raise OptionError(f"{name} must be one of {allowed}; got {value!r}")
+    elif rule == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise OptionError(f"{name} must be True or False; got {value!r}")
+    elif rule == "optional_bool":
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise OptionError(f"{name} must be None, True or False; got {value!r}")
+    elif rule == "optional_count":
+        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
+                                  or value < 1):
+            raise OptionError(f"{name} must be None or an integer >= 1; got {value!r}")
+    else:  # pragma: no cover - a bad spec, caught by the catalogue tests
+        raise AssertionError(f"unknown option rule {rule!r}")
+
+
+def _match(shape: tuple[Any, ...], declared: tuple[str, ...], dims: Mapping[str, tuple[Any, str]]) -> dict | None:
+    """New dimension bindings if ``shape`` fits ``declared`` given ``dims``, else None."""
+    if len(shape) != len(declared):
+        return None
+    new: dict[str, tuple[Any, str]] = {}
+    for size, dim in zip(shape, declared):
+        known = new.get(dim) or dims.get(dim)
+        if known is not None and known[0] is not None and size is not None:
+            if known[0] != size:
+                return None
+        if known is None or known[0] is None:
+            new[dim] = (size, "")
+    return new
+
+
+def validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, Any],
+             concrete: Callable[[Any], Any]) -> Bound:
+    """Check one call against its spec and return what was learnt (shape forms, dimension sizes, dtype).
+
+    ``concrete(x)`` returns the values of a tensor as a NumPy array when they are known without tracing,
+    else None; it is used for value checks only.
+    """
+    for option in spec.options:
+        check_option(spec.name, option, options[option.name], concrete)
+
+    dims: dict[str, tuple[Any, str]] = {}
+    forms: dict[str, int] = {}
+    float_dtypes: list[str] = []
+    for arg in spec.args:
+        x = tensors.get(arg.name)
+        if x is None:
+            if arg.required:
+                raise ShapeError(f"{spec.name}: `{arg.name}` is required; got None")
+            continue
+        if not is_tensor_like(x):
+            raise DTypeError(f"{spec.name}: `{arg.name}` must be {_KIND_TEXT[arg.kind]} of shape "
+                             f"{arg.shape_text}; got {type(x).__name__}")
+        name = dtype_name(x.dtype)
+        if kind_of_dtype(name) != arg.kind:
+            raise DTypeError(f"{spec.name}: `{arg.name}` must be {_KIND_TEXT[arg.kind]}; got {name}")
+        if arg.kind == FLOAT:
+            float_dtypes.append(name)
+        shape = shape_of(x)
+        if shape is None:
+            continue
+        for index, declared in enumerate(arg.shapes):
+            new = _match(shape, declared, dims)
+            if new is not None:
+                forms[arg.name] = index
+                dims.update({d: (size, arg.name) for d, (size, _) in new.items()})
+                break
+        else:
+            raise ShapeError(_shape_message(spec, arg.name, arg.shapes, dims, shape))
+        if arg.nonnegative:
+            values = concrete(x)
+            if values is not None and values.size:
+                values = np.asarray(values, dtype=np.float64)
+                if not np.all(np.isfinite(values)) or values.min() < 0:
+                    bad = values[~(np.isfinite(values) & (values >= 0))][0]
+                    raise OptionError(f"{spec.name}: `{arg.name}` must hold finite values >= 0; got {bad!r}")
+
+    dtype = "float64" if "float64" in float_dtypes else "float32"
+    bound = Bound(spec=spec, forms=forms, dims={d: size for d, (size, _) in dims.items()},
+                  present=frozenset(n for n in spec.tensor_names if tensors.get(n) is not None),
+                  options=options, dtype=dtype)
+    if spec.rules is not None:
+        spec.rules(bound)
+    return bound
+
+
+def _shape_message(spec: LossSpec, name: str, shapes: tuple[tuple[str, ...], ...],
+                   dims: Mapping[str, tuple[Any, str]], got: tuple[Any, ...]) -> str:
+    expected = " or ".join(format_shape(s) for s in shapes)
+    mentioned = [d for s in shapes for d in s]
+    known = [f"{d}={dims[d][0]} from `{dims[d][1]}`" for d in dict.fromkeys(mentioned)
+             if d in dims and dims[d][0] is not None]
+    with_known = f" with {', '.join(known)}" if known else ""
+    return f"{spec.name}: `{name}` must have shape {expected}{with_known}; got {got}"
+
+
+def fail(bound: Bound, message: str, error: type[Exception] = OptionError) -> None:
+    """Raise a cross-argument error in the shared format, ``"<loss>: <message>"``."""
+    raise error(f"{bound.spec.name}: {message}")

@@ -1,0 +1,45 @@
+"""Shared fixtures: one `backend` fixture over the framework backends and one `device` fixture.
+
+Test ids say which backend (and device) failed; a backend whose framework is not installed is skipped, and
+GPU devices appear only where the framework sees one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, load_backend  # noqa: E402
+
+INSTALLED = set(available_backends())
+
+
+def _backend_param(name: str):
+    marks = [] if name in INSTALLED else [pytest.mark.skip(reason=f"{name} is not installed")]
+    return pytest.param(name, id=name, marks=marks)
+
+
+@pytest.fixture(params=[_backend_param(name) for name in FRAMEWORK_BACKENDS])
+def backend(request) -> str:
+    """The name of one framework backend: "tensorflow", "torch" or "jax"."""
+    return request.param
+
+
+@pytest.fixture
+def backend_module(backend):
+    return load_backend(backend)
+
+
+@pytest.fixture(params=["cpu", "gpu"])
+def device(request, backend_module) -> str:
+    """A device the backend sees: "cpu" always; "cuda"/"gpu" only where present (else skipped)."""
+    available = backend_module.devices()
+    if request.param == "cpu":
+        return "cpu"
+    gpus = [d for d in available if d in ("cuda", "gpu")]
+    if not gpus:
+        pytest.skip("no GPU visible to this backend")
+    return gpus[0]
