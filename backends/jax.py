@@ -103,7 +103,10 @@ def value_and_grad(fn: Callable[..., Any], inputs: dict[str, Any], wrt: list[str
             out = fn(**{**arrays, **dict(zip(wrt, leaves))})
             return jnp.sum(out), out
 
-        (_, out), grads = jax.value_and_grad(total, argnums=tuple(range(len(wrt))), has_aux=True)(
-            *[arrays[name] for name in wrt])
+        if wrt:
+            (_, out), grads = jax.value_and_grad(total, argnums=tuple(range(len(wrt))), has_aux=True)(
+                *[arrays[name] for name in wrt])
+        else:
+            out, grads = fn(**arrays), ()
         as_numpy = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
         return as_numpy(out), {name: as_numpy(g) for name, g in zip(wrt, grads)}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from recloss import kernels
+from recloss.backends.torch_streaming import streaming_row_losses as _streaming_row_losses
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
           "float64": torch.float64}
@@ -71,6 +72,7 @@ class TorchOps:
         return torch.as_tensor(n, dtype=like.dtype, device=like.device)
 
     minimum = staticmethod(min)
+    streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom backward
 
 
 OPS = TorchOps()
@@ -105,6 +107,6 @@ def value_and_grad(fn: Callable[..., Any], inputs: dict[str, Any], wrt: list[str
     for name in wrt:
         tensors[name].requires_grad_(True)
     out = fn(**tensors)
-    grads = torch.autograd.grad(out.sum(), [tensors[name] for name in wrt])
+    grads = torch.autograd.grad(out.sum(), [tensors[name] for name in wrt]) if wrt else ()
     as_numpy = lambda t: t.detach().to(torch.float64).cpu().numpy()  # noqa: E731
     return as_numpy(out), {name: as_numpy(g) for name, g in zip(wrt, grads)}
