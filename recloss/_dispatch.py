@@ -31,7 +31,7 @@ FRAMEWORK_BACKENDS = ("tensorflow", "torch", "jax")
 # Where each framework keeps its tensor classes, looked up only once the framework is imported.
 _TENSOR_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
     "torch": (("torch", "Tensor"),),
-    "jax": (("jax", "Array"), ("jax.core", "Tracer")),
+    "jax": (("jax", "Array"),),
     "tensorflow": (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
 }
 
@@ -85,7 +85,11 @@ def _framework_of_type(cls: type) -> str | None:
             base = getattr(module, class_name, None) if module is not None else None
             if isinstance(base, type) and issubclass(cls, base):
                 return backend
-    return None
+    # Tracers that are instances of jax.Array only by a custom isinstance check, wherever JAX keeps them.
+    return _FRAMEWORK_OF_MODULE.get(cls.__module__.split(".")[0])
+
+
+_FRAMEWORK_OF_MODULE = {"jax": "jax", "jaxlib": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 
 
 def framework_of(x: Any) -> str | None:
