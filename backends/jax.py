@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recloss import kernels
+from recloss.backends.jax_streaming import streaming_row_losses as _streaming_row_losses
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -43,6 +44,7 @@ class JaxOps:
     logical_and = staticmethod(jnp.logical_and)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
     minimum = staticmethod(min)
+    streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_vjp
 
     @staticmethod
     def sum(x: jax.Array, axis: int | None = None) -> jax.Array:
@@ -82,9 +84,10 @@ def convert(array: np.ndarray) -> jax.Array:
 
 
 def concrete(x: Any) -> np.ndarray | None:
-    if isinstance(x, jax.core.Tracer):
+    try:
+        return np.asarray(x)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None
-    return np.asarray(x)
 
 
 def devices() -> list[str]:

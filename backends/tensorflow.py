@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from recloss import kernels
+from recloss.backends.tensorflow_streaming import streaming_row_losses as _streaming_row_losses
 
 
 def _like(value: Any, reference: Any) -> Any:
@@ -39,6 +40,7 @@ class TensorFlowOps:
     logical_and = staticmethod(tf.logical_and)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
+    streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_gradient
 
     @staticmethod
     def sum(x: tf.Tensor, axis: int | None = None) -> tf.Tensor:
@@ -119,6 +121,7 @@ def value_and_grad(fn: Callable[..., Any], inputs: dict[str, Any], wrt: list[str
                 tape.watch(tensors[name])
             out = fn(**tensors)
             total = tf.reduce_sum(out)
-        grads = tape.gradient(total, [tensors[name] for name in wrt])
+        grads = tape.gradient(total, [tensors[name] for name in wrt],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)  # e.g. an empty neg_emb
     as_numpy = lambda t: np.asarray(tf.cast(t, tf.float64).numpy())  # noqa: E731
     return as_numpy(out), {name: as_numpy(g) for name, g in zip(wrt, grads)}

@@ -107,6 +107,8 @@ def value_and_grad(fn: Callable[..., Any], inputs: dict[str, Any], wrt: list[str
     for name in wrt:
         tensors[name].requires_grad_(True)
     out = fn(**tensors)
-    grads = torch.autograd.grad(out.sum(), [tensors[name] for name in wrt]) if wrt else ()
+    # An unused input (e.g. empty negatives) has gradient 0.
+    grads = torch.autograd.grad(out.sum(), [tensors[name] for name in wrt], allow_unused=True,
+                                materialize_grads=True) if wrt else ()
     as_numpy = lambda t: t.detach().to(torch.float64).cpu().numpy()  # noqa: E731
     return as_numpy(out), {name: as_numpy(g) for name, g in zip(wrt, grads)}

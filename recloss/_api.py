@@ -83,7 +83,8 @@ def build(spec: LossSpec) -> Callable[..., Any]:
     source = (f"def {spec.name}({', '.join(params)}):\n"
               f"    return _call(_spec, backend, {{{body}}})\n")
     namespace: dict[str, Any] = {"_call": call, "_spec": spec}
-    exec(source, {**namespace, "__name__": "recloss"}, namespace)  # noqa: S102 - generated from the spec
+    # No "__name__" in the globals: torch.compile would look `_call` up in the module of that name.
+    exec(source, dict(namespace), namespace)  # noqa: S102 - generated from the spec
     function = namespace[spec.name]
     function.__module__ = "recloss"
     function.__qualname__ = spec.name

@@ -10,7 +10,6 @@ import importlib
 import importlib.util
 import os
 import sys
-from functools import lru_cache
 from types import ModuleType
 from typing import Any, Iterable
 
@@ -57,12 +56,33 @@ def available_backends() -> list[str]:
             if name == "numpy" or importlib.util.find_spec(framework) is not None]
 
 
+_LOADED: dict[str, ModuleType] = {}
+
+
+def _import(module_name: str) -> ModuleType:
+    """Import statements rather than ``importlib``: torch.compile(fullgraph=True) follows an import statement
+    (the first call of a loss may happen while compiling) but refuses ``importlib.import_module``."""
+    if module_name == "recloss.backends.torch":
+        from recloss.backends import torch as module
+    elif module_name == "recloss.backends.jax":
+        from recloss.backends import jax as module
+    elif module_name == "recloss.backends.tensorflow":
+        from recloss.backends import tensorflow as module
+    else:
+        module = importlib.import_module(module_name)
+    return module
+
+
 def load_backend(name: str) -> ModuleType:
     """Import the backend module for ``name`` (importing its framework), or raise BackendUnavailableError."""
     name = canonical_name(name)
     module_name, framework, extra = BACKENDS[name]
+    loaded = _LOADED.get(module_name)
+    if loaded is not None:  # a plain dict lookup: no import machinery under torch.compile / tracing
+        return loaded
     try:
-        return importlib.import_module(module_name)
+        _LOADED[module_name] = _import(module_name)
+        return _LOADED[module_name]
     except ImportError as error:
         if importlib.util.find_spec(framework) is not None and framework not in str(error):
             raise
@@ -71,12 +91,22 @@ def load_backend(name: str) -> ModuleType:
             f'install it with: pip install "recloss[{extra}]"') from error
 
 
-@lru_cache(maxsize=None)
+_TYPE_CACHE: dict[type, str | None] = {}
+
+
 def _framework_of_type(cls: type) -> str | None:
     """The framework a tensor type belongs to; ``"numpy"`` for NumPy arrays and scalars; None if unknown.
 
-    Cached per type. Only frameworks that are already imported are consulted.
+    Cached per type in a plain dict (torch.compile traces a dict lookup, not ``functools.lru_cache``).
+    Only frameworks that are already imported are consulted.
     """
+    if cls in _TYPE_CACHE:
+        return _TYPE_CACHE[cls]
+    _TYPE_CACHE[cls] = framework = _find_framework(cls)
+    return framework
+
+
+def _find_framework(cls: type) -> str | None:
     if issubclass(cls, (np.ndarray, np.generic)):
         return "numpy"
     for backend, places in _TENSOR_CLASSES.items():

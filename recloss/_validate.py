@@ -60,14 +60,15 @@ def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any]
     name = f"{loss}: `{option.name}`"
     if rule in ("positive", "finite"):
         expected = "a finite number > 0" if rule == "positive" else "a finite number"
-        if option.tensor_ok and is_tensor_like(value) and not isinstance(value, np.ndarray):
+        if option.tensor_ok and is_tensor_like(value):
             if shape_of(value) != () or kind_of_dtype(dtype_name(value.dtype)) != FLOAT:
                 raise OptionError(f"{name} must be {expected} or a 0-d floating tensor; got {_describe(value)}")
-            number = concrete(value)
+            # NumPy values are always concrete; framework tensors only outside tracing.
+            number = value if isinstance(value, (np.ndarray, np.generic)) else concrete(value)
             if number is None:
                 return
             value = float(number)
-        elif isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "f":
+        elif isinstance(value, (np.ndarray, np.generic)) and value.shape == () and value.dtype.kind == "f":
             value = float(value)
         if not is_number(value):
             raise OptionError(f"{name} must be {expected}; got {_describe(value)}")
@@ -149,7 +150,7 @@ def validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, A
             if values is not None and values.size:
                 values = np.asarray(values, dtype=np.float64)
                 if not np.all(np.isfinite(values)) or values.min() < 0:
-                    bad = values[~(np.isfinite(values) & (values >= 0))][0]
+                    bad = float(values[~(np.isfinite(values) & (values >= 0))][0])
                     raise OptionError(f"{spec.name}: `{arg.name}` must hold finite values >= 0; got {bad!r}")
 
     dtype = "float64" if "float64" in float_dtypes else "float32"

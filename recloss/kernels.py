@@ -65,6 +65,15 @@ def upcast(ops: Ops, bound: Bound, x: Any) -> Any:
     return None if x is None else ops.cast(x, bound.dtype)
 
 
+def scalar(ops: Ops, bound: Bound, value: Any) -> Any:
+    """A number option (``temperature``, ``margin``) ready for the math: NumPy scalars and 0-d arrays become
+    Python floats, a framework tensor is cast to the call's compute dtype (the gradient still flows to it),
+    so the option never changes the result's dtype and TensorFlow never sees two dtypes."""
+    if isinstance(value, (int, float)) or type(value).__module__ == "numpy":
+        return float(value)
+    return ops.cast(value, bound.dtype)
+
+
 def safe_mean(ops: Ops, x: Any, axis: int) -> Any:
     """Mean along ``axis``; 0 where the axis is empty."""
     count = ops.size(x, axis)
@@ -78,8 +87,17 @@ def _known_only_at_run_time(size: Any) -> bool:
     return hasattr(size, "dtype")
 
 
-def reduce_rows(ops: Ops, row_loss: Any, sample_weight: Any, reduction: str) -> Any:
-    """``"none"``: ``w_i l_i``; ``"sum"``: ``sum_i w_i l_i``; ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 if that is 0)."""
+def reduce_rows(ops: Ops, row_loss: Any, sample_weight: Any, reduction: str, inputs: tuple = ()) -> Any:
+    """``"none"``: ``w_i l_i``; ``"sum"``: ``sum_i w_i l_i``; ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 if that is 0).
+
+    The result is NaN (every row with ``"none"``) if any of ``inputs`` holds a NaN or an infinity.
+    """
+    reduced = _reduce(ops, row_loss, sample_weight, reduction)
+    guard = nonfinite_guard(ops, *inputs)
+    return reduced if guard is None else reduced + guard
+
+
+def _reduce(ops: Ops, row_loss: Any, sample_weight: Any, reduction: str) -> Any:
     if sample_weight is not None:
         row_loss = row_loss * sample_weight
     if reduction == "none":
@@ -94,15 +112,25 @@ def reduce_rows(ops: Ops, row_loss: Any, sample_weight: Any, reduction: str) -> 
     return ops.where(positive, total / ops.where(positive, weight_sum, 1.0), 0.0)
 
 
+def nonfinite_guard(ops: Ops, *tensors: Any) -> Any:
+    """0, or NaN if any tensor holds a NaN or an infinity (``x * 0`` is NaN exactly there); None for no tensor.
+
+    Added to every loss so that a non-finite input never gives a silently finite loss: without it an
+    infinite logit would act as a probability of exactly 0 or 1. No gradient flows through it.
+    """
+    terms = [ops.sum(ops.stop_gradient(x) * 0.0) for x in tensors if x is not None]
+    return sum(terms[1:], terms[0]) if terms else None
+
+
 def l2_normalize(ops: Ops, x: Any) -> Any:
     """``x / max(||x||, 1e-12)`` along the last axis; finite gradient at x = 0."""
     return x * ops.rsqrt(ops.maximum(ops.sum(x * x, -1)[..., None], NORM_EPS_SQUARED))
 
 
 def safe_sqrt(ops: Ops, x: Any) -> Any:
-    """``sqrt(x)`` for x >= 0 whose gradient at 0 is 0 instead of infinite."""
-    positive = x > 0
-    return ops.where(positive, ops.sqrt(ops.where(positive, x, 1.0)), 0.0)
+    """``sqrt(x)`` for x >= 0 whose gradient at 0 is 0 instead of infinite; NaN stays NaN (``NaN != 0``)."""
+    nonzero = x != 0
+    return ops.where(nonzero, ops.sqrt(ops.where(nonzero, x, 1.0)), 0.0)
 
 
 def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperature: Any,
@@ -137,16 +165,20 @@ def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temp
     return (row_max - s_pos) + ops.log(ops.exp(s_pos - row_max) + ops.sum(terms, 1))
 
 
-def _and(ops: Ops, a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    return a if b is None else ops.logical_and(a, b)
-
-
 def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
-                         neg_ids: Any, num_hard_negatives: int | None) -> Any:
-    """Row losses of the embedding softmax: score the candidates, then :func:`softmax_row_losses`."""
+                         neg_ids: Any, num_hard_negatives: int | None, implementation: str = "materialized") -> Any:
+    """Row losses of the embedding softmax: score the candidates, then :func:`softmax_row_losses`.
+
+    With ``implementation`` ``"streaming"`` (or ``"auto"`` at a large size) the rows come from
+    :func:`streaming_row_losses` instead, which never materialises the ``[B, B + N]`` block.
+    """
+    streamed = streaming_row_losses(ops, bound, query_emb, pos_emb, neg_emb, temperature=temperature,
+                                    in_batch=in_batch, pos_log_q=pos_log_q, neg_log_q=neg_log_q, pos_ids=pos_ids,
+                                    neg_ids=neg_ids, num_hard_negatives=num_hard_negatives,
+                                    implementation=implementation)
+    if streamed is not None:
+        return streamed
     pos_logit = ops.rowdot(query_emb, pos_emb)
     blocks, keeps, log_qs = [], [], []
     if in_batch:
@@ -183,6 +215,54 @@ def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
                               num_hard_negatives)
 
 
+#: ``implementation="auto"`` streams when ``B * (number of candidate columns)`` reaches this many logits
+#: (2**22, a 16 MiB float32 block), else materialises the block. Measured on a 2-core CPU: streaming is
+#: faster from about this size on (see benchmarks/README.md).
+STREAMING_MIN_LOGITS = 1 << 22
+#: Negatives per chunk of the streaming path (2048 to 4096 were fastest in the prototypes).
+STREAMING_CHUNK = 4096
+#: The streaming forward keeps the first chunks' ``exp(s - m)`` for the backward while they fit in this many
+#: bytes (the backward then skips recomputing their scores: three matrix products instead of four).
+STREAMING_STORE_BYTES = 96 << 20
+
+
+def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
+                         temperature: Any, in_batch: bool, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
+                         neg_ids: Any, num_hard_negatives: int | None, implementation: str) -> Any:
+    """Row losses by the streaming path, or None where the materialised path is to be used.
+
+    The backend's ``ops.streaming_row_losses(q, s_pos, sources, row_ids, chunk, store_bytes)`` computes
+    ``(m - s_pos) + log(exp(s_pos - m) + sum_c kept exp(s_c - m))`` over chunks of candidate columns with a
+    custom backward that recomputes each chunk's scores (except the first chunks whose ``exp(s - m)`` fit in
+    ``store_bytes``, kept from the forward). ``q`` is ``query_emb / T`` (so the temperature's
+    gradient comes from autodiff), ``s_pos`` the positive score (kept out of the block), and each source is
+    ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude_diagonal)``: a candidate ``c`` of row ``i`` is
+    removed where ``ids[c] == row_ids[i]`` or, with ``exclude_diagonal``, where ``c == i``.
+    Falls back (None) for per-row ``[B, K, D]`` negatives, ``num_hard_negatives``, sizes unknown at trace
+    time, or a backend without the op.
+    """
+    if implementation == "materialized" or num_hard_negatives is not None:
+        return None
+    stream = getattr(ops, "streaming_row_losses", None)
+    if stream is None or (neg_emb is not None and bound.form("neg_emb") != ("N", "D")):
+        return None
+    sizes = [ops.size(query_emb, 0)] + ([ops.size(pos_emb, 0)] if in_batch else []) + (
+        [] if neg_emb is None else [ops.size(neg_emb, 0)])
+    if any(_known_only_at_run_time(size) for size in sizes):
+        return None
+    if implementation == "auto" and sizes[0] * sum(sizes[1:]) < STREAMING_MIN_LOGITS:
+        return None
+    sources = []
+    if in_batch:
+        sources.append((pos_emb, pos_log_q, pos_ids, pos_ids is None))
+    if neg_emb is not None:
+        sources.append((neg_emb, neg_log_q, neg_ids, False))
+    s_pos = ops.rowdot(query_emb, pos_emb) / temperature
+    if pos_log_q is not None:
+        s_pos = s_pos - pos_log_q
+    return stream(query_emb / temperature, s_pos, tuple(sources), pos_ids, STREAMING_CHUNK, STREAMING_STORE_BYTES)
+
+
 def pairwise_negatives(bound: Bound, neg: Any) -> Any:
     """``[B]`` negatives as ``[B, 1]``; ``[B, K]`` as they are."""
     return neg[:, None] if bound.form("neg_logit") == ("B",) else neg
@@ -206,10 +286,14 @@ def distance(ops: Ops, a: Any, b: Any, kind: str) -> Any:
 def sigmoid_cross_entropy_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, sample_weight: Any,
                                reduction: str) -> Any:
     pos, neg, weight = (upcast(ops, bound, x) for x in (pos_logit, neg_logit, sample_weight))
-    if bound.form("neg_logit") == ("M",):
-        return safe_mean(ops, ops.softplus(-pos), 0) + safe_mean(ops, ops.softplus(neg), 0)
+    one_dim = bound.form("neg_logit") in (("M",), ("B",))
+    if bound.form("neg_logit") == ("M",) or (one_dim and reduction == "mean" and weight is None):
+        # A [B] `neg_logit` under the default reduction gives the same number as the [M] formula, which is
+        # therefore also right when B and M are unknown at trace time and the validator could not tell them apart.
+        return (safe_mean(ops, ops.softplus(-pos), 0) + safe_mean(ops, ops.softplus(neg), 0)
+                + nonfinite_guard(ops, pos, neg))
     rows = ops.softplus(-pos) + safe_mean(ops, ops.softplus(pairwise_negatives(bound, neg)), 1)
-    return reduce_rows(ops, rows, weight, reduction)
+    return reduce_rows(ops, rows, weight, reduction, (pos, neg))
 
 
 def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_mask: Any, temperature: Any,
@@ -217,56 +301,62 @@ def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_
                  reduction: str) -> Any:
     pos, neg, pos_q, neg_q, weight = (upcast(ops, bound, x)
                                       for x in (pos_logit, neg_logit, pos_log_q, neg_log_q, sample_weight))
-    rows = softmax_row_losses(ops, pos, neg, neg_mask, temperature, pos_q, neg_q, num_hard_negatives)
-    return reduce_rows(ops, rows, weight, reduction)
+    rows = softmax_row_losses(ops, pos, neg, neg_mask, scalar(ops, bound, temperature), pos_q, neg_q,
+                              num_hard_negatives)
+    kept = (neg, neg_q) if neg_mask is None else tuple(None if x is None else ops.where(neg_mask, x, 0.0)
+                                                       for x in (neg, neg_q))
+    return reduce_rows(ops, rows, weight, reduction, (pos, pos_q, *kept))
 
 
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any,
-                         reduction: str) -> Any:
+                         reduction: str, implementation: str = "auto") -> Any:
     q, p, n, pos_q, neg_q, weight = (upcast(ops, bound, x)
                                      for x in (query_emb, pos_emb, neg_emb, pos_log_q, neg_log_q, sample_weight))
-    rows = retrieval_row_losses(ops, bound, q, p, n, temperature=temperature,
+    rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature),
                                 in_batch=(neg_emb is None) if in_batch is None else in_batch,
                                 pos_log_q=pos_q, neg_log_q=neg_q, pos_ids=pos_ids, neg_ids=neg_ids,
-                                num_hard_negatives=num_hard_negatives)
-    return reduce_rows(ops, rows, weight, reduction)
+                                num_hard_negatives=num_hard_negatives, implementation=implementation)
+    return reduce_rows(ops, rows, weight, reduction, (q, p, n, pos_q, neg_q))
 
 
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
-                                            temperature: Any, sample_weight: Any, reduction: str) -> Any:
+                                            temperature: Any, sample_weight: Any, reduction: str,
+                                            implementation: str = "auto") -> Any:
     q, p, n, weight = (upcast(ops, bound, x) for x in (src_emb, pos_emb, neg_emb, sample_weight))
-    rows = retrieval_row_losses(ops, bound, q, p, n, temperature=temperature, in_batch=False, pos_log_q=None,
-                                neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None)
-    return reduce_rows(ops, rows, weight, reduction)
+    rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature), in_batch=False,
+                                pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
+                                implementation=implementation)
+    return reduce_rows(ops, rows, weight, reduction, (q, p, n))
 
 
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
-                  normalize: bool, ids: Any, sample_weight: Any, reduction: str) -> Any:
+                  normalize: bool, ids: Any, sample_weight: Any, reduction: str,
+                  implementation: str = "auto") -> Any:
     q, k, weight = (upcast(ops, bound, x) for x in (query_emb, key_emb, sample_weight))
     if normalize:
         q, k = l2_normalize(ops, q), l2_normalize(ops, k)
-    common = dict(temperature=temperature, in_batch=True, pos_log_q=None, neg_log_q=None, pos_ids=ids,
-                  neg_ids=None, num_hard_negatives=None)
+    common = dict(temperature=scalar(ops, bound, temperature), in_batch=True, pos_log_q=None, neg_log_q=None,
+                  pos_ids=ids, neg_ids=None, num_hard_negatives=None, implementation=implementation)
     rows = retrieval_row_losses(ops, bound, q, k, None, **common)
     if symmetric:
         rows = 0.5 * (rows + retrieval_row_losses(ops, bound, k, q, None, **common))
-    return reduce_rows(ops, rows, weight, reduction)
+    return reduce_rows(ops, rows, weight, reduction, (q, k))
 
 
 def bpr_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, sample_weight: Any,
              reduction: str) -> Any:
     pos, neg, weight = (upcast(ops, bound, x) for x in (pos_logit, neg_logit, sample_weight))
     rows = safe_mean(ops, ops.softplus(pairwise_negatives(bound, neg) - pos[:, None]), 1)
-    return reduce_rows(ops, rows, weight, reduction)
+    return reduce_rows(ops, rows, weight, reduction, (pos, neg))
 
 
 def hinge_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, margin: float, sample_weight: Any,
                reduction: str) -> Any:
     pos, neg, weight = (upcast(ops, bound, x) for x in (pos_logit, neg_logit, sample_weight))
-    rows = safe_mean(ops, ops.relu(margin - pos[:, None] + pairwise_negatives(bound, neg)), 1)
-    return reduce_rows(ops, rows, weight, reduction)
+    rows = safe_mean(ops, ops.relu(scalar(ops, bound, margin) - pos[:, None] + pairwise_negatives(bound, neg)), 1)
+    return reduce_rows(ops, rows, weight, reduction, (pos, neg))
 
 
 def triplet_margin_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *, margin: float,
@@ -276,8 +366,8 @@ def triplet_margin_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_
         n = n[:, None, :]
     d_pos = _distance(ops, s, p, distance)
     d_neg = _distance(ops, s[:, None, :], n, distance)
-    rows = safe_mean(ops, ops.relu(margin + d_pos[:, None] - d_neg), 1)
-    return reduce_rows(ops, rows, weight, reduction)
+    rows = safe_mean(ops, ops.relu(scalar(ops, bound, margin) + d_pos[:, None] - d_neg), 1)
+    return reduce_rows(ops, rows, weight, reduction, (s, p, n))
 
 
 _distance = distance

@@ -31,6 +31,13 @@ NUM_HARD = Option("num_hard_negatives", None, "optional_count", annotation="int 
                   doc="Keep only the h largest remaining negative logits per row (after logQ and removal); "
                       "None keeps all.")
 
+IMPLEMENTATION = Option(
+    "implementation", "auto", "choice", choices=("auto", "materialized", "streaming"), annotation="str",
+    doc='``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row\'s '
+        "logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (those that "
+        "fit in 96 MiB are kept from the forward instead; memory O(B x chunk), never the block); ``\"auto\"`` "
+        "streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
+
 PAIRWISE_SHAPES = ("[B]", "[B, K]")
 
 
@@ -145,10 +152,10 @@ SAMPLED_SOFTMAX = LossSpec(
              Option("in_batch", None, "optional_bool", annotation="bool | None",
                     doc="Use the other rows' positives as negatives. Default: True when `neg_emb` is None, "
                         "else False; both together is mixed negative sampling."),
-             NUM_HARD, REDUCTION),
+             NUM_HARD, REDUCTION, IMPLEMENTATION),
     positional=("query_emb", "pos_emb", "neg_emb"),
     keywords=("temperature", "in_batch", "pos_log_q", "neg_log_q", "pos_ids", "neg_ids", "num_hard_negatives",
-              "sample_weight", "reduction"),
+              "sample_weight", "reduction", "implementation"),
     returns=RETURNS,
     cases=(Case("in-batch"),
            Case("shared negatives, T=0.5", {"neg_emb": 0}, {"temperature": 0.5}),
@@ -156,7 +163,14 @@ SAMPLED_SOFTMAX = LossSpec(
            Case("mixed, logQ, ids", {"neg_emb": 0, "pos_log_q": 0, "neg_log_q": 0, "pos_ids": 0, "neg_ids": 0},
                 {"in_batch": True}),
            Case("in-batch, ids, 3 hard, weights", {"pos_ids": 0, "sample_weight": 0}, {"num_hard_negatives": 3}),
-           Case("shared, none", {"neg_emb": 0}, {"reduction": "none"})),
+           Case("shared, none", {"neg_emb": 0}, {"reduction": "none"}),
+           Case("streaming: in-batch, ids, weights", {"pos_ids": 0, "sample_weight": 0},
+                {"implementation": "streaming"}),
+           Case("streaming: shared, logQ, ids, T=0.5", {"neg_emb": 0, "neg_log_q": 0, "pos_ids": 0, "neg_ids": 0},
+                {"temperature": 0.5, "implementation": "streaming"}),
+           Case("streaming: mixed, logQ, ids, none", {"neg_emb": 0, "pos_log_q": 0, "neg_log_q": 0, "pos_ids": 0,
+                                                       "neg_ids": 0},
+                {"in_batch": True, "reduction": "none", "implementation": "streaming"})),
     example="loss = recloss.sampled_softmax_loss(query, item, temperature=0.05, pos_log_q=log_q, pos_ids=ids)",
     references=("Yi et al., RecSys 2019 (in-batch softmax with logQ correction)",
                 "TensorFlow Recommenders, tasks/retrieval.py and layers/loss.py"),
@@ -172,10 +186,12 @@ UNSUPERVISED_SOFTMAX = LossSpec(
           tensor("pos_emb", "[B, D]", doc="Embedding of each row's positive destination."),
           tensor("neg_emb", "[N, D]", doc="Negative destinations shared by every row (N is often B * neg_num)."),
           SAMPLE_WEIGHT),
-    options=(temperature(1.0), REDUCTION),
+    options=(temperature(1.0), REDUCTION, IMPLEMENTATION),
     positional=("src_emb", "pos_emb", "neg_emb", "temperature"),
     returns=RETURNS,
-    cases=(Case("default"), Case("T=0.3, weights", {"sample_weight": 0}, {"temperature": 0.3})),
+    cases=(Case("default"), Case("T=0.3, weights", {"sample_weight": 0}, {"temperature": 0.3}),
+           Case("streaming, T=0.3, weights", {"sample_weight": 0},
+                {"temperature": 0.3, "implementation": "streaming"})),
     example="loss = recloss.unsupervised_softmax_cross_entropy_loss(src, pos, neg, temperature=0.5)",
     references=("GraphLearn, nn/tf/loss.py::unsupervised_softmax_cross_entropy_loss",),
 )
@@ -195,12 +211,15 @@ INFO_NCE = LossSpec(
                     doc="Average query-to-key and key-to-query losses (CLIP)."),
              Option("normalize", False, "bool", annotation="bool",
                     doc="L2-normalise both sides first, x / max(||x||, 1e-12) (cosine similarity)."),
-             REDUCTION),
+             REDUCTION, IMPLEMENTATION),
     positional=("query_emb", "key_emb"),
     returns=RETURNS,
     cases=(Case("default", {}, {"temperature": 1.0}),
            Case("symmetric, normalized, ids, weights", {"ids": 0, "sample_weight": 0},
-                {"symmetric": True, "normalize": True, "temperature": 0.2})),
+                {"symmetric": True, "normalize": True, "temperature": 0.2}),
+           Case("streaming", {}, {"temperature": 1.0, "implementation": "streaming"}),
+           Case("streaming: symmetric, normalized, ids, weights", {"ids": 0, "sample_weight": 0},
+                {"symmetric": True, "normalize": True, "temperature": 0.2, "implementation": "streaming"})),
     example="loss = recloss.info_nce_loss(image_emb, text_emb, symmetric=True, normalize=True)",
     references=("van den Oord et al., Representation learning with contrastive predictive coding, 2018",
                 "Radford et al., CLIP, 2021"),

@@ -33,15 +33,17 @@ def _mean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
     return np.sum(x, axis=axis) / max(count, 1)
 
 
-def _reduce(rows: np.ndarray, sample_weight: Any, reduction: str) -> np.ndarray:
+def _reduce(rows: np.ndarray, sample_weight: Any, reduction: str, inputs: tuple = ()) -> np.ndarray:
+    """Weights and reduction; NaN if any of ``inputs`` holds a NaN or an infinity (the documented rule)."""
+    poison = np.nan if any(x is not None and not np.all(np.isfinite(x)) for x in inputs) else 0.0
     weights = np.ones_like(rows) if sample_weight is None else _f64(sample_weight)
     weighted = rows * weights
     if reduction == "none":
-        return weighted
+        return weighted + poison
     if reduction == "sum":
-        return np.asarray(np.sum(weighted))
+        return np.asarray(np.sum(weighted) + poison)
     total_weight = np.sum(weights)
-    return np.asarray(np.sum(weighted) / total_weight if total_weight > 0 else 0.0)
+    return np.asarray((np.sum(weighted) / total_weight if total_weight > 0 else 0.0) + poison)
 
 
 def _as_rows(neg: np.ndarray, batch: int) -> np.ndarray:
@@ -63,9 +65,9 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 def sigmoid_cross_entropy_loss(pos_logit, neg_logit, *, sample_weight=None, reduction="mean"):
     pos, neg = _f64(pos_logit), _f64(neg_logit)
     if neg.ndim == 1 and neg.shape[0] != pos.shape[0]:
-        return np.asarray(_mean(_softplus(-pos)) + _mean(_softplus(neg)))
+        return _reduce(np.asarray(_mean(_softplus(-pos)) + _mean(_softplus(neg))), None, "sum", (pos, neg))
     rows = _softplus(-pos) + _mean(_softplus(_as_rows(neg, pos.shape[0])), axis=1)
-    return _reduce(rows, sample_weight, reduction)
+    return _reduce(rows, sample_weight, reduction, (pos, neg))
 
 
 def softmax_loss(pos_logit, neg_logit, *, neg_mask=None, temperature=1.0, pos_log_q=None, neg_log_q=None,
@@ -80,12 +82,12 @@ def softmax_loss(pos_logit, neg_logit, *, neg_mask=None, temperature=1.0, pos_lo
     keep = np.ones(s_neg.shape, bool) if neg_mask is None else np.asarray(neg_mask, bool)
     rows = np.array([_softmax_row(s_pos[i], s_neg[i][keep[i]], num_hard_negatives)
                      for i in range(s_pos.shape[0])])
-    return _reduce(rows, sample_weight, reduction)
+    return _reduce(rows, sample_weight, reduction, (s_pos, s_neg[keep]))
 
 
 def sampled_softmax_loss(query_emb, pos_emb, neg_emb=None, *, temperature=1.0, in_batch=None, pos_log_q=None,
                          neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
-                         sample_weight=None, reduction="mean"):
+                         sample_weight=None, reduction="mean", implementation="auto"):
     q, p, n = _f64(query_emb), _f64(pos_emb), _f64(neg_emb)
     temperature = float(np.asarray(temperature))
     if in_batch is None:
@@ -110,17 +112,17 @@ def sampled_softmax_loss(query_emb, pos_emb, neg_emb=None, *, temperature=1.0, i
                 if row_ids is None or row_ids[k] != pos_ids[i]:
                     candidates.append(q[i] @ row_negs[k] / temperature - row_log_q[k])
         rows.append(_softmax_row(s_pos, np.asarray(candidates, dtype=np.float64), num_hard_negatives))
-    return _reduce(np.asarray(rows), sample_weight, reduction)
+    return _reduce(np.asarray(rows, dtype=np.float64), sample_weight, reduction, (q, p, n, pos_log_q, neg_log_q))
 
 
 def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb, temperature=1.0, *, sample_weight=None,
-                                            reduction="mean"):
+                                            reduction="mean", implementation="auto"):
     return sampled_softmax_loss(src_emb, pos_emb, neg_emb, temperature=temperature, in_batch=False,
                                 sample_weight=sample_weight, reduction=reduction)
 
 
 def info_nce_loss(query_emb, key_emb, *, temperature=0.07, symmetric=False, normalize=False, ids=None,
-                  sample_weight=None, reduction="mean"):
+                  sample_weight=None, reduction="mean", implementation="auto"):
     q, k = _f64(query_emb), _f64(key_emb)
     if normalize:
         q, k = _normalize(q), _normalize(k)
@@ -128,19 +130,19 @@ def info_nce_loss(query_emb, key_emb, *, temperature=0.07, symmetric=False, norm
     if symmetric:
         rows = 0.5 * (rows + sampled_softmax_loss(k, q, temperature=temperature, in_batch=True, pos_ids=ids,
                                                   reduction="none"))
-    return _reduce(rows, sample_weight, reduction)
+    return _reduce(rows, sample_weight, reduction, (q, k))
 
 
 def bpr_loss(pos_logit, neg_logit, *, sample_weight=None, reduction="mean"):
     pos, neg = _f64(pos_logit), _f64(neg_logit)
     rows = _mean(_softplus(_as_rows(neg, pos.shape[0]) - pos[:, None]), axis=1)
-    return _reduce(rows, sample_weight, reduction)
+    return _reduce(rows, sample_weight, reduction, (pos, neg))
 
 
 def hinge_loss(pos_logit, neg_logit, *, margin=1.0, sample_weight=None, reduction="mean"):
     pos, neg = _f64(pos_logit), _f64(neg_logit)
     rows = _mean(np.maximum(0.0, margin - pos[:, None] + _as_rows(neg, pos.shape[0])), axis=1)
-    return _reduce(rows, sample_weight, reduction)
+    return _reduce(rows, sample_weight, reduction, (pos, neg))
 
 
 def _distance(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
@@ -161,7 +163,7 @@ def triplet_margin_loss(src_emb, pos_emb, neg_emb, *, margin=1.0, distance="l2",
     d_pos = _distance(s, p, distance)
     d_neg = _distance(s[:, None, :], n, distance)
     rows = _mean(np.maximum(0.0, margin + d_pos[:, None] - d_neg), axis=1)
-    return _reduce(rows, sample_weight, reduction)
+    return _reduce(rows, sample_weight, reduction, (s, p, n))
 
 
 def graphlearn_softmax_cross_entropy(src_emb, pos_emb, neg_emb, temperature=1.0):

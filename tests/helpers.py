@@ -23,3 +23,36 @@ def to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         value = value.numpy()
     return np.asarray(value, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Spec-driven inputs for the hardening tests (bad inputs, properties, gradients, half precision, transforms)
+
+
+def spec_inputs(spec: Any, case: Any, rng: np.random.Generator, dims: dict[str, int]) -> dict[str, Any]:
+    """``recloss.parity.make_inputs`` that also allows sizes of 0 (drawn at size 1, then sliced)."""
+    from recloss.parity import make_inputs
+
+    inputs = make_inputs(spec, case, rng, {name: max(size, 1) for name, size in dims.items()})
+    for arg in spec.args:
+        if inputs[arg.name] is not None:
+            shape = arg.shapes[case.forms.get(arg.name, 0)]
+            inputs[arg.name] = inputs[arg.name][tuple(slice(0, dims[d]) for d in shape)]
+    return inputs
+
+
+def case_options(spec: Any, case: Any) -> dict[str, Any]:
+    """The spec's option defaults, overridden by the case's options."""
+    return {option.name: option.default for option in spec.options} | dict(case.options)
+
+
+def float_args(spec: Any, inputs: dict[str, Any]) -> list[str]:
+    """The floating tensor arguments present in ``inputs`` (those a gradient is taken with respect to)."""
+    return [a.name for a in spec.args if a.kind == "float" and inputs.get(a.name) is not None]
+
+
+def cast_floats(spec: Any, inputs: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """Floating inputs as ``dtype`` (bfloat16 via ml_dtypes), the others unchanged."""
+    from recloss.parity import cast_inputs
+
+    return cast_inputs(inputs, spec, dtype)

@@ -194,3 +194,18 @@ def test_pairwise_losses_by_hand(backend):
     hinge, _ = run(backend, recloss.hinge_loss, {"pos_logit": pos, "neg_logit": neg}, margin=0.3,
                    reduction="none")
     close(hinge, np.mean(np.maximum(0, 0.3 - pos[:, None] + neg), axis=1))
+
+
+def test_removed_entries_may_hold_anything_but_a_kept_infinity_poisons(backend):
+    pos, neg = RNG.normal(size=B), RNG.normal(size=(B, K))
+    mask = RNG.random((B, K)) < 0.6
+    mask[:, 0] = False
+    dirty = neg.copy()
+    dirty[:, 0] = np.inf
+    clean, _ = run(backend, recloss.softmax_loss, {"pos_logit": pos, "neg_logit": neg, "neg_mask": mask})
+    masked, _ = run(backend, recloss.softmax_loss, {"pos_logit": pos, "neg_logit": dirty, "neg_mask": mask})
+    close(masked, clean)
+    mask[0, 0] = True  # the infinity now takes part: no silently finite loss
+    poisoned, _ = run(backend, recloss.softmax_loss, {"pos_logit": pos, "neg_logit": dirty, "neg_mask": mask},
+                      reduction="none")
+    assert np.all(np.isnan(poisoned))

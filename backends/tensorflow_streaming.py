@@ -1,0 +1,123 @@
+"""Streaming softmax rows for TensorFlow: the row-wise logsumexp over chunks of candidates, ``tf.custom_gradient``.
+
+Same math as :mod:`recloss.backends.torch_streaming`: a running maximum and rescaled sum over chunks in the
+forward (one matrix product per chunk), a backward that recomputes each chunk's scores and takes two more
+products; the first chunks whose ``exp(s - m)`` fit in ``store_bytes`` are kept from the forward instead of
+recomputed. The loop over chunks is a Python loop over static sizes, so it runs eagerly, under
+``tf.function`` and under XLA (``jit_compile=True``); sizes unknown at trace time use the materialised path
+(:func:`recloss.kernels.streaming_row_losses` decides). Removed candidates are ``-inf`` inside the chunk
+(exact zeros in value and gradient; a fully removed row has loss 0 and zero gradient).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+
+#: At most this many chunks are kept from the forward for the backward (see ``store_bytes``).
+MAX_STORED_CHUNKS = 8
+
+
+def _chunk_scores(q: tf.Tensor, keys: tf.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
+                  start: int, stop: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The chunk's keys and its ``[B, stop - start]`` scores, removed candidates at -inf."""
+    chunk_keys = keys[start:stop]
+    scores = tf.matmul(q, chunk_keys, transpose_b=True)
+    if log_q is not None:
+        scores = scores - log_q[None, start:stop]
+    keep = None
+    if diagonal and start < q.shape[0]:
+        keep = tf.range(q.shape[0])[:, None] != tf.range(start, stop)[None, :]
+    if ids is not None:
+        chunk_ids = ids[start:stop]
+        if chunk_ids.dtype != row_ids.dtype:
+            other = tf.cast(row_ids, tf.int64)[:, None] != tf.cast(chunk_ids, tf.int64)[None, :]
+        else:
+            other = row_ids[:, None] != chunk_ids[None, :]
+        keep = other if keep is None else tf.logical_and(keep, other)
+    if keep is not None:
+        scores = tf.where(keep, scores, tf.constant(float("-inf"), scores.dtype))
+    return chunk_keys, scores
+
+
+def _spans(length: int, chunk: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk, length)) for start in range(0, length, chunk)]
+
+
+def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids: Any, chunk: int,
+                         store_bytes: int = 0) -> tf.Tensor:
+    """Row losses ``[B]`` of the streaming softmax (see :func:`recloss.kernels.streaming_row_losses`)."""
+    layout = [(log_q is not None, ids, bool(diagonal)) for _, log_q, ids, diagonal in sources]
+    flat = [q, s_pos]
+    for keys, log_q, _, _ in sources:
+        flat += [keys] + ([log_q] if log_q is not None else [])
+    chunk = int(chunk)
+
+    def unflatten(tensors: list) -> list[tuple[Any, Any, Any, bool]]:
+        out, at = [], 0
+        for has_log_q, ids, diagonal in layout:
+            keys = tensors[at]
+            log_q = tensors[at + 1] if has_log_q else None
+            at += 1 + has_log_q
+            out.append((keys, log_q, ids, diagonal))
+        return out
+
+    @tf.custom_gradient
+    def rows(*tensors: tf.Tensor) -> Any:
+        q, s_pos, *rest = tensors
+        parts = unflatten(rest)
+        row_max = tf.stop_gradient(s_pos)
+        total = tf.ones_like(s_pos)
+        stored, used = {}, 0
+        for index, (keys, log_q, ids, diagonal) in enumerate(parts):
+            for start, stop in _spans(keys.shape[0], chunk):
+                _, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+                new_max = tf.maximum(row_max, tf.reduce_max(scores, axis=1))
+                weights = tf.exp(scores - new_max[:, None])       # exp(s - m_c), 0 where removed
+                total = total * tf.exp(row_max - new_max) + tf.reduce_sum(weights, 1)
+                row_max = new_max
+                nbytes = q.shape[0] * (stop - start) * q.dtype.size
+                if used + nbytes <= store_bytes and len(stored) < MAX_STORED_CHUNKS:
+                    stored[index, start] = (weights, new_max)   # kept for the backward: no recomputation
+                    used += nbytes
+        log_total = tf.math.log(total)
+
+        def grad(upstream: tf.Tensor) -> list:
+            scale = upstream * tf.exp(-log_total)                 # h = g / sum, so that P * g = E * h
+            grad_s_pos = upstream * (tf.exp((s_pos - row_max) - log_total) - 1.0)
+            scaled_q = q * scale[:, None]
+            grad_q = tf.zeros_like(q)
+            grads = []
+            for index, (keys, log_q, ids, diagonal) in enumerate(parts):
+                key_grads, log_q_grads = [], []
+                for start, stop in _spans(keys.shape[0], chunk):
+                    if (index, start) in stored:   # rescale exp(s - m_c) by exp(m_c - m) on the [B, D] side
+                        weights, chunk_max = stored[index, start]
+                        factor = tf.exp(chunk_max - row_max)
+                        grad_q = grad_q + tf.matmul(weights, keys[start:stop]) * factor[:, None]
+                        key_grads.append(tf.matmul(weights, scaled_q * factor[:, None], transpose_a=True))
+                        row_scale = scale * factor
+                    else:
+                        chunk_keys, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+                        weights = tf.exp(scores - row_max[:, None])   # E = exp(s - m), 0 where removed
+                        grad_q = grad_q + tf.matmul(weights, chunk_keys)
+                        key_grads.append(tf.matmul(weights, scaled_q, transpose_a=True))
+                        row_scale = scale
+                    if log_q is not None:
+                        log_q_grads.append(-tf.linalg.matvec(weights, row_scale, transpose_a=True))
+                grads.append(_join(key_grads, keys))
+                if log_q is not None:
+                    grads.append(_join(log_q_grads, log_q))
+            return [grad_q * scale[:, None], grad_s_pos, *grads]
+
+        return (row_max - s_pos) + log_total, grad
+
+    return rows(*flat)
+
+
+def _join(pieces: list, like: tf.Tensor) -> tf.Tensor:
+    if not pieces:
+        return tf.zeros_like(like)
+    return pieces[0] if len(pieces) == 1 else tf.concat(pieces, 0)

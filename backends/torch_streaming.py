@@ -1,0 +1,190 @@
+"""Streaming softmax rows for PyTorch: the row-wise logsumexp over chunks of candidates, custom backward.
+
+``streaming_row_losses(q, s_pos, sources, row_ids, chunk)`` returns, for each row ``i``,
+``(m_i - s_pos_i) + log(exp(s_pos_i - m_i) + sum_c kept exp(s_ic - m_i))`` with ``s_ic = q_i . k_c - log_q_c``
+and ``m_i`` the row maximum, without ever holding more than one ``[B, chunk]`` block of scores. The forward
+keeps a running maximum and rescaled sum (one matrix product per chunk); the backward recomputes each
+chunk's scores and takes two more products (``dq += E k``, ``dk = E^T (h q)``, with ``E = exp(s - m)`` and
+``h = g / sum``); the first chunks whose ``exp(s - m_c)`` fit in ``store_bytes`` are kept from the forward
+instead (rescaled by ``exp(m_c - m)`` on the ``[B, D]`` side), so those take three products, not four
+(eagerly; under ``torch.compile`` every chunk is recomputed). Removed candidates are ``-inf`` inside the
+chunk, so they contribute exactly 0 to the value and the gradients; a row with every candidate removed has
+loss 0 and zero gradient. Works eagerly, under
+``torch.compile`` (the Python loop over chunks is unrolled) and with ``torch.func`` (``setup_context``).
+See :func:`recloss.kernels.streaming_row_losses` for the arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+_NEG_INF = float("-inf")
+
+
+def _flatten(sources: tuple, row_ids: Any) -> tuple[tuple, list]:
+    """The distinct tensors (torch.compile rejects one tensor passed twice to a Function) and, per source,
+    the positions of its keys, log_q and ids among them (None where absent) and its diagonal flag.
+    Position 0 is ``row_ids`` (possibly None)."""
+    tensors: list[Any] = [row_ids]
+
+    def position(t: Any) -> Any:
+        if t is None:
+            return None
+        for index, seen in enumerate(tensors):
+            if seen is t:
+                return index
+        tensors.append(t)
+        return len(tensors) - 1
+    layout = tuple((position(keys), position(log_q), position(ids), bool(diagonal))
+                   for keys, log_q, ids, diagonal in sources)
+    return layout, tensors
+
+
+def _unflatten(layout: tuple, tensors: tuple) -> list[tuple[Any, Any, Any, bool]]:
+    pick = lambda index: None if index is None else tensors[index]  # noqa: E731
+    return [(pick(keys), pick(log_q), pick(ids), diagonal) for keys, log_q, ids, diagonal in layout]
+
+
+def _chunk_scores(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
+                  start: int, stop: int) -> torch.Tensor:
+    """``[B, stop - start]`` scores of one chunk, removed candidates at -inf (a fresh tensor, safe in place)."""
+    scores = q @ keys[start:stop].transpose(0, 1)
+    if log_q is not None:
+        scores = scores.sub_(log_q[start:stop])
+    if diagonal and start < q.shape[0]:
+        rows = torch.arange(q.shape[0], device=q.device)
+        cols = torch.arange(start, stop, device=q.device)
+        scores = scores.masked_fill_(rows[:, None] == cols[None, :], _NEG_INF)
+    if ids is not None:
+        scores = scores.masked_fill_(row_ids[:, None] == ids[start:stop][None, :], _NEG_INF)
+    return scores
+
+
+def _chunk_scores_t(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
+                    start: int, stop: int) -> torch.Tensor:
+    """The transpose of :func:`_chunk_scores`, ``[stop - start, B]``, computed as ``keys @ q^T``: the backward
+    recomputes the scores this way so that ``torch.compile`` cannot merge it with the forward's product (its
+    common-subexpression pass would then keep every chunk's scores alive between forward and backward)."""
+    scores = keys[start:stop] @ q.transpose(0, 1)
+    if log_q is not None:
+        scores = scores.sub_(log_q[start:stop, None])
+    if diagonal and start < q.shape[0]:
+        rows = torch.arange(q.shape[0], device=q.device)
+        cols = torch.arange(start, stop, device=q.device)
+        scores = scores.masked_fill_(cols[:, None] == rows[None, :], _NEG_INF)
+    if ids is not None:
+        scores = scores.masked_fill_(ids[start:stop][:, None] == row_ids[None, :], _NEG_INF)
+    return scores
+
+
+def _plan(layout: tuple, sizes: list[int], chunk: int, rows: int, itemsize: int, store_bytes: int) -> list:
+    """``(source, start, stop, stored)`` for every chunk: the first chunks whose ``exp(s - m)`` fits in
+    ``store_bytes`` are kept from the forward for the backward (three products instead of four)."""
+    plan, used = [], 0
+    for index, size in enumerate(sizes):
+        for start in range(0, size, chunk):
+            stop = min(start + chunk, size)
+            nbytes = rows * (stop - start) * itemsize
+            stored = used + nbytes <= store_bytes and sum(p[3] for p in plan) < MAX_STORED_CHUNKS
+            used += nbytes if stored else 0
+            plan.append((index, start, stop, stored))
+    return plan
+
+
+#: At most this many chunks are kept from the forward (bounds the unrolled code under compilers).
+MAX_STORED_CHUNKS = 8
+
+
+class _StreamingRows(torch.autograd.Function):
+    @staticmethod
+    def forward(layout: tuple, chunk: int, store_bytes: int, q: torch.Tensor, s_pos: torch.Tensor,
+                *tensors: Any) -> tuple:
+        row_ids, sources = tensors[0], _unflatten(layout, tensors)
+        plan = _plan(layout, [keys.shape[0] for keys, *_ in sources], chunk, q.shape[0], q.element_size(),
+                     store_bytes)
+        row_max = s_pos.detach().clone()
+        total = torch.ones_like(row_max)
+        stored = []
+        for index, start, stop, keep in plan:
+            keys, log_q, ids, diagonal = sources[index]
+            scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+            new_max = torch.maximum(row_max, scores.amax(1))
+            weights = scores.sub_(new_max[:, None]).exp_()          # exp(s - m_c), 0 where removed
+            total = total * torch.exp(row_max - new_max) + weights.sum(1)
+            row_max = new_max
+            if keep:
+                stored += [weights, new_max]
+        log_total = torch.log(total)
+        return ((row_max - s_pos) + log_total, row_max, log_total, *stored)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        layout, chunk, store_bytes, q, s_pos, *tensors = inputs
+        _, row_max, log_total, *stored = output
+        ctx.layout, ctx.chunk, ctx.store_bytes = layout, chunk, store_bytes
+        ctx.num_stored, ctx.has_row_ids = len(stored), tensors[0] is not None
+        ctx.save_for_backward(q, s_pos, row_max, log_total, *stored, *tensors[ctx.has_row_ids ^ 1:])
+        ctx.mark_non_differentiable(row_max, log_total, *stored)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, *_unused: Any) -> tuple:
+        q, s_pos, row_max, log_total, *rest = ctx.saved_tensors
+        stored, rest = rest[:ctx.num_stored], rest[ctx.num_stored:]
+        tensors = tuple(rest) if ctx.has_row_ids else (None, *rest)
+        row_ids, sources = tensors[0], _unflatten(ctx.layout, tensors)
+        plan = _plan(ctx.layout, [keys.shape[0] for keys, *_ in sources], ctx.chunk, q.shape[0], q.element_size(),
+                     ctx.store_bytes)
+        scale = grad * torch.exp(-log_total)                     # h = g / sum, so that P * g = E * h
+        grad_s_pos = grad * (torch.exp((s_pos - row_max) - log_total) - 1.0)
+        grad_q = torch.zeros_like(q)
+        scaled_q = q * scale[:, None]
+        # Per-chunk pieces, concatenated at the end (slice assignment into one buffer becomes a full copy per
+        # chunk under torch.compile's functionalisation).
+        grad_keys: list[list] = [[] for _ in sources]
+        grad_log_q: list[Any] = [None if log_q is None else [] for _, log_q, _, _ in sources]
+        for index, start, stop, keep in plan:
+            keys, log_q, ids, diagonal = sources[index]
+            chunk_keys = keys[start:stop]
+            if keep:   # exp(s - m_c) from the forward: rescale the rows by exp(m_c - m) on the [B, D] side
+                weights, chunk_max = stored[0], stored[1]
+                stored = stored[2:]
+                factor = torch.exp(chunk_max - row_max)
+                grad_q.add_(torch.mm(weights, chunk_keys).mul_(factor[:, None]))
+                row_scale = scale * factor
+                grad_keys[index].append(weights.transpose(0, 1) @ (scaled_q * factor[:, None]))
+            else:      # recompute, transposed: E^T = exp(s - m)^T, [chunk, B], 0 where removed
+                weights_t = _chunk_scores_t(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+                weights_t = weights_t.sub_(row_max[None, :]).exp_()
+                grad_q.addmm_(weights_t.transpose(0, 1), chunk_keys)
+                grad_keys[index].append(weights_t @ scaled_q)
+                if grad_log_q[index] is not None:
+                    grad_log_q[index].append(-(weights_t @ scale))
+                continue
+            if grad_log_q[index] is not None:
+                grad_log_q[index].append(-(row_scale @ weights))
+        grads: list[Any] = [None] * len(tensors)          # row_ids and ids: no gradient
+        grad_keys = [_join(pieces, keys) for pieces, (keys, *_) in zip(grad_keys, sources)]
+        grad_log_q = [None if pieces is None else _join(pieces, log_q)
+                      for pieces, (_, log_q, _, _) in zip(grad_log_q, sources)]
+        for (keys_at, log_q_at, _, _), grad_k, grad_l in zip(ctx.layout, grad_keys, grad_log_q):
+            grads[keys_at] = grad_k if grads[keys_at] is None else grads[keys_at] + grad_k
+            if log_q_at is not None:
+                grads[log_q_at] = grad_l if grads[log_q_at] is None else grads[log_q_at] + grad_l
+        return (None, None, None, grad_q * scale[:, None], grad_s_pos, *grads)
+
+
+def _join(pieces: list, like: torch.Tensor) -> torch.Tensor:
+    if not pieces:
+        return torch.zeros_like(like)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
+
+
+def streaming_row_losses(q: torch.Tensor, s_pos: torch.Tensor, sources: tuple, row_ids: Any, chunk: int,
+                         store_bytes: int = 0) -> torch.Tensor:
+    """Row losses ``[B]`` of the streaming softmax (see the module docstring)."""
+    layout, tensors = _flatten(sources, row_ids)
+    if torch.compiler.is_compiling():
+        store_bytes = 0   # dynamo (torch 2.13) fails on a Function's extra saved outputs: recompute every chunk
+    return _StreamingRows.apply(layout, int(chunk), int(store_bytes), q, s_pos, *tensors)[0]
