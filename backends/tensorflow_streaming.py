@@ -66,14 +66,20 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
 
     @tf.custom_gradient
     def rows(*tensors: tf.Tensor) -> Any:
-        q, s_pos, *rest = tensors
+        # Eagerly, custom_gradient runs the forward with the caller's tape recording: stop_gradient keeps every
+        # chunk's scores off the tape (else the tape would hold all of them until the backward).
+        q, s_pos, *rest = (tf.stop_gradient(t) for t in tensors)
+        eager = tf.executing_eagerly()
         parts = unflatten(rest)
         row_max = tf.stop_gradient(s_pos)
         total = tf.ones_like(s_pos)
         stored, used = {}, 0
         for index, (keys, log_q, ids, diagonal) in enumerate(parts):
             for start, stop in _spans(keys.shape[0], chunk):
-                _, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+                # In a graph (tf.function, XLA), tie each chunk's product to the previous chunk's result, so
+                # that the scheduler cannot run every product first and hold all the chunks' scores at once.
+                q_in = q if eager else q + total[:, None] * 0.0
+                _, scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
                 new_max = tf.maximum(row_max, tf.reduce_max(scores, axis=1))
                 weights = tf.exp(scores - new_max[:, None])       # exp(s - m_c), 0 where removed
                 total = total * tf.exp(row_max - new_max) + tf.reduce_sum(weights, 1)
@@ -100,7 +106,8 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
                         key_grads.append(tf.matmul(weights, scaled_q * factor[:, None], transpose_a=True))
                         row_scale = scale * factor
                     else:
-                        chunk_keys, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+                        q_in = q if eager else q + grad_q[:, :1] * 0.0   # one chunk at a time (see forward)
+                        chunk_keys, scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
                         weights = tf.exp(scores - row_max[:, None])   # E = exp(s - m), 0 where removed
                         grad_q = grad_q + tf.matmul(weights, chunk_keys)
                         key_grads.append(tf.matmul(weights, scaled_q, transpose_a=True))

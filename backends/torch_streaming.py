@@ -107,9 +107,13 @@ class _StreamingRows(torch.autograd.Function):
         row_max = s_pos.detach().clone()
         total = torch.ones_like(row_max)
         stored = []
+        compiling = torch.compiler.is_compiling()
         for index, start, stop, keep in plan:
             keys, log_q, ids, diagonal = sources[index]
-            scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+            # Under torch.compile, tie each chunk's product to the previous chunk's result, so that the
+            # scheduler cannot run every product first and hold all the chunks' scores at once.
+            q_in = q + (total[:, None] * 0.0) if compiling else q
+            scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
             new_max = torch.maximum(row_max, scores.amax(1))
             weights = scores.sub_(new_max[:, None]).exp_()          # exp(s - m_c), 0 where removed
             total = total * torch.exp(row_max - new_max) + weights.sum(1)
@@ -136,6 +140,7 @@ class _StreamingRows(torch.autograd.Function):
         row_ids, sources = tensors[0], _unflatten(ctx.layout, tensors)
         plan = _plan(ctx.layout, [keys.shape[0] for keys, *_ in sources], ctx.chunk, q.shape[0], q.element_size(),
                      ctx.store_bytes)
+        compiling = torch.compiler.is_compiling()
         scale = grad * torch.exp(-log_total)                     # h = g / sum, so that P * g = E * h
         grad_s_pos = grad * (torch.exp((s_pos - row_max) - log_total) - 1.0)
         grad_q = torch.zeros_like(q)
@@ -155,7 +160,8 @@ class _StreamingRows(torch.autograd.Function):
                 row_scale = scale * factor
                 grad_keys[index].append(weights.transpose(0, 1) @ (scaled_q * factor[:, None]))
             else:      # recompute, transposed: E^T = exp(s - m)^T, [chunk, B], 0 where removed
-                weights_t = _chunk_scores_t(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+                q_in = q + (grad_q[:, :1] * 0.0) if compiling else q     # one chunk at a time (see forward)
+                weights_t = _chunk_scores_t(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
                 weights_t = weights_t.sub_(row_max[None, :]).exp_()
                 grad_q.addmm_(weights_t.transpose(0, 1), chunk_keys)
                 grad_keys[index].append(weights_t @ scaled_q)

@@ -221,9 +221,10 @@ def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
 STREAMING_MIN_LOGITS = 1 << 22
 #: Negatives per chunk of the streaming path (2048 to 4096 were fastest in the prototypes).
 STREAMING_CHUNK = 4096
-#: The streaming forward keeps the first chunks' ``exp(s - m)`` for the backward while they fit in this many
-#: bytes (the backward then skips recomputing their scores: three matrix products instead of four).
-STREAMING_STORE_BYTES = 96 << 20
+#: When the whole ``[B, M]`` block of ``exp(s - m)`` fits in this many bytes, the streaming forward keeps its
+#: chunks for the backward (three matrix products instead of four, memory of the block); above it, nothing is
+#: kept and every chunk's scores are recomputed (memory O(B x chunk)).
+STREAMING_STORE_BYTES = 64 << 20
 
 
 def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
@@ -233,8 +234,8 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
 
     The backend's ``ops.streaming_row_losses(q, s_pos, sources, row_ids, chunk, store_bytes)`` computes
     ``(m - s_pos) + log(exp(s_pos - m) + sum_c kept exp(s_c - m))`` over chunks of candidate columns with a
-    custom backward that recomputes each chunk's scores (except the first chunks whose ``exp(s - m)`` fit in
-    ``store_bytes``, kept from the forward). ``q`` is ``query_emb / T`` (so the temperature's
+    custom backward that recomputes each chunk's scores (or, when the whole block fits in
+    ``STREAMING_STORE_BYTES``, keeps the chunks' ``exp(s - m)`` from the forward: ``store_bytes``). ``q`` is ``query_emb / T`` (so the temperature's
     gradient comes from autodiff), ``s_pos`` the positive score (kept out of the block), and each source is
     ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude_diagonal)``: a candidate ``c`` of row ``i`` is
     removed where ``ids[c] == row_ids[i]`` or, with ``exclude_diagonal``, where ``c == i``.
@@ -260,7 +261,9 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     s_pos = ops.rowdot(query_emb, pos_emb) / temperature
     if pos_log_q is not None:
         s_pos = s_pos - pos_log_q
-    return stream(query_emb / temperature, s_pos, tuple(sources), pos_ids, STREAMING_CHUNK, STREAMING_STORE_BYTES)
+    block_bytes = sizes[0] * sum(sizes[1:]) * (8 if bound.dtype == "float64" else 4)
+    store_bytes = STREAMING_STORE_BYTES if block_bytes <= STREAMING_STORE_BYTES else 0
+    return stream(query_emb / temperature, s_pos, tuple(sources), pos_ids, STREAMING_CHUNK, store_bytes)
 
 
 def pairwise_negatives(bound: Bound, neg: Any) -> Any:

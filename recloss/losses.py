@@ -34,8 +34,8 @@ NUM_HARD = Option("num_hard_negatives", None, "optional_count", annotation="int 
 IMPLEMENTATION = Option(
     "implementation", "auto", "choice", choices=("auto", "materialized", "streaming"), annotation="str",
     doc='``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row\'s '
-        "logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (those that "
-        "fit in 96 MiB are kept from the forward instead; memory O(B x chunk), never the block); ``\"auto\"`` "
+        "logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from "
+        "the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``\"auto\"`` "
         "streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
 
 PAIRWISE_SHAPES = ("[B]", "[B, K]")

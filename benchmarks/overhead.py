@@ -1,0 +1,113 @@
+"""Dispatch and validation overhead of one recloss call (used by run.py; prints one JSON line).
+
+Compares ``recloss.unsupervised_softmax_cross_entropy_loss(q, p, n)`` (resolve backend, convert, validate,
+kernel) with the same kernel called directly (``backend.KERNELS[name](bound, ...)``, i.e. the math in the
+framework's own ops without the front end), forward only, B=32. Eagerly and under the framework's compiler
+(``jax.jit``, ``tf.function``, ``torch.compile``), where validation runs at trace time only.
+The overhead is the median over rounds of (public - direct) per call, rounds alternating the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+NAME = "unsupervised_softmax_cross_entropy_loss"
+
+
+def _per_call(fn: Callable[[], Any], calls: int, sync: Callable[[Any], Any]) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn()
+    sync(out)
+    return (time.perf_counter() - start) / calls
+
+
+def measure(public: Callable[[], Any], direct: Callable[[], Any], calls: int,
+            sync: Callable[[Any], Any]) -> dict[str, float]:
+    for fn in (public, direct):
+        sync(fn())
+    rounds = 7
+    batch = max(calls // rounds, 20)
+    pub, dir_ = [], []
+    for _ in range(rounds):
+        pub.append(_per_call(public, batch, sync))
+        dir_.append(_per_call(direct, batch, sync))
+    return {"public_us": statistics.median(pub) * 1e6, "direct_us": statistics.median(dir_) * 1e6,
+            "overhead_us": statistics.median(p - d for p, d in zip(pub, dir_)) * 1e6}
+
+
+def main(config: dict[str, Any]) -> dict[str, Any]:
+    import recloss
+    from recloss._dispatch import load_backend
+    from recloss._validate import validate
+    from recloss.losses import CATALOGUE
+
+    backend = config["backend"]
+    b, n, d = config["shape"]
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s, dtype=np.float32) for s in ((b, d), (b, d), (n, d))]
+    module = load_backend(backend)
+    q, p, neg = (module.convert(a) for a in arrays)
+    spec = CATALOGUE[NAME]
+    options = {"temperature": 1.0, "reduction": "mean", "implementation": "auto"}
+    bound = validate(spec, {"src_emb": q, "pos_emb": p, "neg_emb": neg, "sample_weight": None}, options,
+                     module.concrete)
+    kernel = module.KERNELS[NAME]
+    public_fn = lambda q, p, neg: getattr(recloss, NAME)(q, p, neg)  # noqa: E731
+    direct_fn = lambda q, p, neg: kernel(bound, q, p, neg, sample_weight=None, **options)  # noqa: E731
+
+    if backend == "jax":
+        import jax
+        sync = jax.block_until_ready
+        compile_ = jax.jit
+    elif backend == "torch":
+        import torch
+        sync = lambda x: x  # noqa: E731
+        compile_ = torch.compile
+    else:
+        import tensorflow as tf
+        sync = lambda x: x  # noqa: E731
+        compile_ = tf.function
+    calls = config["calls"]
+    eager = measure(lambda: public_fn(q, p, neg), lambda: direct_fn(q, p, neg), calls, sync)
+    public_c, direct_c = compile_(public_fn), compile_(direct_fn)
+    compiled = measure(lambda: public_c(q, p, neg), lambda: direct_c(q, p, neg), calls, sync)
+    front_end = _front_end_us(spec, module, {"src_emb": q, "pos_emb": p, "neg_emb": neg, "sample_weight": None,
+                                             **options}, calls)
+    return {**config, "ok": True, "eager": eager, "compiled": compiled, "front_end_us": front_end}
+
+
+def _front_end_us(spec: Any, module: Any, values: dict[str, Any], calls: int) -> float:
+    """The front end alone (resolve, convert, validate, look up the kernel), the kernel replaced by a no-op:
+    the best of 7 rounds, in microseconds per call."""
+    from recloss._api import call
+
+    kernels = module.KERNELS
+    module.KERNELS = {name: (lambda bound, **arguments: None) for name in kernels}
+    try:
+        rounds = []
+        for _ in range(7):
+            start = time.perf_counter()
+            for _ in range(calls):
+                call(spec, None, values)
+            rounds.append((time.perf_counter() - start) / calls)
+    finally:
+        module.KERNELS = kernels
+    return min(rounds) * 1e6
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configuration = json.loads(sys.argv[1])
+    try:
+        outcome = main(configuration)
+    except Exception as error:  # reported, not raised
+        outcome = {**configuration, "ok": False, "error": f"{type(error).__name__}: {error}"[:500]}
+    print("RESULT " + json.dumps(outcome), flush=True)

@@ -1,0 +1,175 @@
+"""Markdown table and PNG plot of a benchmark run (used by run.py; ``python benchmarks/report.py DIR`` redraws)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import defaultdict
+from typing import Any
+
+MODES = {"eager": "eager", "compiled": "compiled", "native": "native"}
+COMPILER = {"torch": "torch.compile", "jax": "jax.jit", "tensorflow": "tf.function(jit_compile=True)"}
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return (r["backend"], r["mode"], r["workload"], tuple(r["shape"]))
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _mib(x: Any) -> str:
+    return "–" if x is None else f"{x / 2**20:.0f}"
+
+
+def markdown(document: dict[str, Any]) -> str:
+    results = [r for r in document["results"] if r.get("ok") and r["mode"] != "overhead"]
+    by_key = {_key(r): r for r in results}
+    machine = document["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    lines = [f"Run of {machine['date']} on {machine['cpu']}, {machine['cores']} cores, Python {machine['python']} "
+             f"({versions}){' — quick mode' if document.get('quick') else ''}; "
+             f"{document['seconds'] / 60:.1f} minutes.", "",
+             "Times are forward+backward medians as a ratio to the floor (one float32 [B, D] x [D, N] NumPy matmul "
+             "timed alternately in the same process); `vs GL` divides by GraphLearn's formulation in TF eager "
+             "(above 1 = faster than GraphLearn); `best / best` is the fastest step over the fastest floor (less "
+             "sensitive to other load on the machine); `vs plain` by the plain stable implementation in the same "
+             "framework and mode. Memory is the peak RSS during one step above the inputs, in MiB, and as a "
+             "ratio to the float32 logits matrix (B x N; B x B for InfoNCE).", ""]
+    shapes = sorted({tuple(r["shape"]) for r in results}, key=lambda s: s[0] * s[1])
+    for shape in shapes:
+        floor = [r["floor_s"] for r in results if tuple(r["shape"]) == shape]
+        floor_ms = sorted(floor)[len(floor) // 2] * 1e3 if floor else float("nan")
+        lines += [f"### (B, N, D) = {shape} — floor {floor_ms:.1f} ms (median over configurations)", "",
+                  "| backend | mode | workload | time / floor | best / best | vs GL eager | vs plain | peak MiB "
+                  "| peak / logits | step ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+        gl = by_key.get(("tensorflow", "eager", "graphlearn", shape))
+        for r in sorted((r for r in results if tuple(r["shape"]) == shape),
+                        key=lambda r: (r["workload"] not in ("graphlearn", "matmul", "plain"), r["backend"],
+                                       r["mode"], r["workload"])):
+            mode = COMPILER.get(r["backend"], r["mode"]) if r["mode"] == "compiled" else r["mode"]
+            if r["workload"] == "graphlearn" and r["mode"] == "compiled":
+                mode = "tf.function"
+            plain = by_key.get((r["backend"], r["mode"], "plain", shape))
+            vs_gl = gl["ratio"] / r["ratio"] if gl and r["workload"] != "matmul" else None
+            vs_plain = (plain["ratio"] / r["ratio"] if plain and r["workload"] not in ("matmul", "plain", "graphlearn")
+                        and r["workload"] not in ("softmax", "bpr", "hinge") else None)
+            memory_ratio = (r["peak_bytes"] / r["logits_bytes"] if r.get("peak_bytes") is not None
+                            and r.get("logits_bytes") else None)
+            lines.append(f"| {r['backend']} | {mode} | {r['workload']} | {_fmt(r['ratio'])} | "
+                         f"{_fmt(r.get('ratio_min'))} | {_fmt(vs_gl)} | "
+                         f"{_fmt(vs_plain)} | {_mib(r.get('peak_bytes'))} | {_fmt(memory_ratio)} | "
+                         f"{r['step_s'] * 1e3:.1f} |")
+        lines.append("")
+    overhead = [r for r in document["results"] if r.get("mode") == "overhead" and r.get("ok")]
+    if overhead:
+        lines += ["### Dispatch and validation overhead (B=32, forward only)", "",
+                  "| backend | front end alone, µs/call | eager: public − direct, µs | compiled: public − direct, µs |",
+                  "|---|---|---|---|"]
+        for r in overhead:
+            lines.append(f"| {r['backend']} | {r['front_end_us']:.1f} | {r['eager']['overhead_us']:.1f} | "
+                         f"{r['compiled']['overhead_us']:.1f} |")
+        lines.append("")
+    if not document.get("quick"):
+        lines += targets(document)
+    failed = [r for r in document["results"] if not r.get("ok")]
+    if failed:
+        lines += ["### Failed configurations", ""]
+        lines += [f"- {r['backend']} {r['mode']} {r['workload']} {tuple(r['shape'])}: {r.get('error')}" for r in failed]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def targets(document: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with its measured number and met / missed."""
+    results = [r for r in document["results"] if r.get("ok") and r["mode"] != "overhead"]
+    by_key = {_key(r): r for r in results}
+    medium, large = (1024, 10240, 128), (2048, 65536, 128)
+    lines = ["### Targets", "", "| target | configuration | measured | result |", "|---|---|---|---|"]
+
+    def row(target: str, where: str, value: Any, limit: float, above: bool = False, unit: str = "x") -> None:
+        if value is None:
+            lines.append(f"| {target} | {where} | not measured | – |")
+            return
+        met = value >= limit if above else value <= limit
+        lines.append(f"| {target} | {where} | {value:.2f}{unit} | {'met' if met else 'MISSED'} |")
+
+    for shape in (medium, large):
+        for backend, mode in (("torch", "eager"), ("jax", "compiled"), ("tensorflow", "compiled")):
+            for workload in ("unsupervised_softmax", "sampled_softmax[logQ,ids]"):
+                r = by_key.get((backend, mode, workload, shape))
+                label = COMPILER[backend] if mode == "compiled" else "eager"
+                for field, name in (("ratio", "median"), ("ratio_min", "best")):
+                    row(f"time <= 4.0 x floor ({name})", f"{backend} {label} {workload} {shape}",
+                        r.get(field) if r else None, 4.0)
+    for shape in (medium, large):
+        gl, ours = (by_key.get(("tensorflow", "eager", w, shape)) for w in ("graphlearn", "unsupervised_softmax"))
+        row(">= 1.8 x faster than GraphLearn, TF eager", f"unsupervised_softmax {shape}",
+            gl["ratio"] / ours["ratio"] if gl and ours else None, 1.8, above=True)
+    for r in sorted((r for r in results if tuple(r["shape"]) == large and r["workload"] in
+                     ("unsupervised_softmax", "sampled_softmax[logQ,ids]", "info_nce")),
+                    key=lambda r: (r["workload"], r["backend"], r["mode"])):
+        if r.get("peak_bytes") is not None:
+            row("peak memory <= 0.5 x logits", f"{r['backend']} {r['mode']} {r['workload']} {large}",
+                r["peak_bytes"] / r["logits_bytes"], 0.5)
+    for r in document["results"]:
+        if r.get("mode") == "overhead" and r.get("ok"):
+            row("front end <= 10 us per eager call", f"{r['backend']} B=32", r["front_end_us"], 10.0, unit=" us")
+            row("nothing per step under the compiler", f"{r['backend']} compiled, public - direct",
+                r["compiled"]["overhead_us"], 10.0, unit=" us")
+    return lines + [""]
+
+
+def plot(document: dict[str, Any], path: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    results = [r for r in document["results"] if r.get("ok") and r["mode"] in ("eager", "compiled")]
+    shapes = sorted({tuple(r["shape"]) for r in results}, key=lambda s: s[0] * s[1])
+    workloads = ["graphlearn", "plain", "unsupervised_softmax", "unsupervised_softmax[materialized]",
+                 "sampled_softmax[logQ,ids]", "info_nce"]
+    series = defaultdict(dict)
+    for r in results:
+        if r["workload"] in workloads:
+            series[(r["backend"], r["mode"], r["workload"])][tuple(r["shape"])] = r
+    fig, axes = plt.subplots(2, len(shapes), figsize=(6 * len(shapes), 9), squeeze=False)
+    for column, shape in enumerate(shapes):
+        labels, ratios, memory = [], [], []
+        for (backend, mode, workload), points in sorted(series.items()):
+            r = points.get(shape)
+            if r is None:
+                continue
+            labels.append(f"{backend[:5]} {mode[:4]} {workload.replace('unsupervised_softmax', 'unsup')}")
+            ratios.append(r["ratio"])
+            memory.append((r.get("peak_bytes") or 0) / 2**20)
+        colours = ["tab:red" if "graphlearn" in l else "tab:gray" if "plain" in l else "tab:blue" for l in labels]
+        ax = axes[0][column]
+        ax.barh(range(len(labels)), ratios, color=colours)
+        ax.axvline(4.0, color="k", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+        ax.set_title(f"time / floor, (B, N, D) = {shape}", fontsize=9)
+        ax = axes[1][column]
+        ax.barh(range(len(labels)), memory, color=colours)
+        ax.axvline(shape[0] * shape[1] * 4 / 2**20 * 0.5, color="k", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+        ax.set_title("peak memory above inputs, MiB (dashed: half the B x N logits)", fontsize=9)
+    fig.suptitle(f"recloss benchmarks, {document['machine']['date']}, {document['machine']['cpu']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+if __name__ == "__main__":
+    folder = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    with open(os.path.join(folder, "results.json"), encoding="utf-8") as handle:
+        doc = json.load(handle)
+    with open(os.path.join(folder, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown(doc))
+    plot(doc, os.path.join(folder, "results.png"))

@@ -1,0 +1,200 @@
+"""The recloss benchmark suite: one command, every configuration in its own subprocess.
+
+    python benchmarks/run.py                      # full suite, about 25 minutes on 2 CPU cores
+    python benchmarks/run.py --quick              # smoke run: smallest shape, fewer repetitions (~2 minutes)
+    python benchmarks/run.py --backend torch --shape 1024,10240,128 --out /tmp/bench
+
+Runs the softmax-family losses (the streaming family: unsupervised softmax, sampled softmax with logQ and
+accidental-hit ids, InfoNCE; plus ``softmax_loss`` on logits) and the pairwise losses (BPR, hinge) on every
+installed backend, eagerly and compiled (``torch.compile``, ``jax.jit``, ``tf.function(jit_compile=True)``),
+and the baselines: GraphLearn's formulation in TF (eager and ``tf.function``), the plain stable softmax
+cross-entropy in each framework (eager and compiled), and each framework's own ``[B, D] x [D, N]`` matmul.
+Every time is a ratio to the *floor* (a NumPy float32 matmul of the same size, timed alternately in the same
+process); see worker.py for what is measured. Writes ``results.json``, ``results.md`` and ``results.png``
+(the plot needs matplotlib: ``pip install "recloss[bench]"``) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import report  # noqa: E402
+import workloads  # noqa: E402
+
+SHAPES = ((256, 2560, 64), (1024, 10240, 128), (2048, 65536, 128))
+QUICK_SHAPES = ((256, 2560, 64),)
+BACKENDS = ("torch", "jax", "tensorflow")
+#: Repetitions and time budget of the timing loop per shape (index in SHAPES order by size).
+REPS = {0: 15, 1: 5, 2: 3}
+BUDGET_S = {0: 15.0, 1: 25.0, 2: 30.0}
+
+
+def installed_backends() -> list[str]:
+    return [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
+
+
+def configurations(backends: list[str], shapes: list[tuple[int, int, int]], quick: bool,
+                   workload_filter: list[str] | None) -> list[dict[str, Any]]:
+    configs = []
+    for index, shape in enumerate(sorted(shapes, key=lambda s: s[0] * s[1])):
+        size = 0 if quick else min(index, 2) if shape not in SHAPES else SHAPES.index(shape)
+        common = {"shape": list(shape), "reps": 5 if quick else REPS[size], "warmup": 1 if size == 2 else 2,
+                  "max_seconds": 10.0 if quick else BUDGET_S[size]}
+        wanted = []
+        if "tensorflow" in backends:
+            wanted += [("tensorflow", "eager", "graphlearn"), ("tensorflow", "compiled", "graphlearn")]
+        for backend in backends:
+            wanted.append((backend, "native", "matmul"))
+            for mode in ("eager", "compiled"):
+                wanted.append((backend, mode, "plain"))
+                for name in workloads.LOSSES:
+                    if quick and name == "unsupervised_softmax[materialized]":
+                        continue
+                    wanted.append((backend, mode, name))
+        for backend, mode, workload in wanted:
+            if workload_filter and workload not in workload_filter:
+                continue
+            configs.append({"backend": backend, "mode": mode, "workload": workload, **common})
+    return configs
+
+
+def _bar(done: int, total: int, started: float, label: str) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    elapsed = time.time() - started
+    eta = elapsed / done * (total - done) if done else 0.0
+    line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {elapsed / 60:4.1f} min "
+            f"(eta {eta / 60:4.1f} min) {label[:60]:<60}")
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+def run_one(config: dict[str, Any], timeout: float) -> dict[str, Any]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MALLOC_MMAP_THRESHOLD_": "131072",
+           "MALLOC_TRIM_THRESHOLD_": "131072", "PYTHONWARNINGS": "ignore"}
+    if config["backend"] == "tensorflow":
+        # oneDNN's TF ops keep freed buffers in their own pool, which hides every peak from the RSS; without
+        # them TF uses Eigen kernels and malloc (the same setting for recloss and the TF baselines).
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    try:
+        done = subprocess.run([sys.executable, os.path.join(HERE, "worker.py"), json.dumps(config)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**config, "ok": False, "error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {**config, "ok": False, "error": f"exit {done.returncode}: {' | '.join(tail)}"[:500]}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for name in ("numpy", *BACKENDS):
+        if importlib.util.find_spec(name) is not None:
+            try:
+                versions[name] = __import__("importlib.metadata").metadata.version(
+                    {"tensorflow": _tf_distribution()}.get(name, name))
+            except Exception:  # noqa: BLE001 - a version is informative only
+                versions[name] = "?"
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _tf_distribution() -> str:
+    import importlib.metadata
+    for name in ("tensorflow-cpu", "tensorflow"):
+        try:
+            importlib.metadata.version(name)
+            return name
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "tensorflow"
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    parts = tuple(int(p) for p in text.replace("x", ",").split(","))
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected B,N,D; got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: the smallest shape, 5 repetitions")
+    parser.add_argument("--backend", action="append", choices=BACKENDS, help="repeatable; default: all installed")
+    parser.add_argument("--shape", action="append", type=_shape, help="B,N,D (repeatable); default: the three")
+    parser.add_argument("--workload", action="append", help="only these workloads (loss keys or baselines)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the dispatch-overhead measurement")
+    args = parser.parse_args(argv)
+
+    backends = args.backend or installed_backends()
+    shapes = args.shape or list(QUICK_SHAPES if args.quick else SHAPES)
+    configs = configurations(backends, shapes, args.quick, args.workload)
+    if not args.no_overhead:
+        configs += [{"backend": b, "mode": "overhead", "workload": "overhead", "shape": [32, 256, 64],
+                     "calls": 300 if args.quick else 2000} for b in backends]
+    os.makedirs(args.out, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    started = time.time()
+    print(f"recloss benchmarks: {len(configs)} configurations, backends {', '.join(backends)}", file=sys.stderr)
+    for index, config in enumerate(configs):
+        label = f"{config['backend']} {config['mode']} {config['workload']} {tuple(config['shape'])}"
+        _bar(index, len(configs), started, label)
+        if config["mode"] == "overhead":
+            result = run_overhead(config, args.timeout)
+        else:
+            result = run_one(config, args.timeout)
+        results.append(result)
+        if not result.get("ok"):
+            sys.stderr.write(f"\n  FAILED {label}: {result.get('error')}\n")
+    _bar(len(configs), len(configs), started, "done")
+    sys.stderr.write("\n")
+
+    document = {"machine": machine(), "quick": args.quick, "seconds": time.time() - started, "results": results}
+    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1)
+    markdown = report.markdown(document)
+    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown)
+    plotted = report.plot(document, os.path.join(args.out, "results.png"))
+    print(markdown)
+    print(f"wrote {args.out}/results.json, results.md" + (", results.png" if plotted else
+                                                         " (no plot: matplotlib is not installed)"))
+    return 0 if all(r.get("ok") for r in results) else 1
+
+
+def run_overhead(config: dict[str, Any], timeout: float) -> dict[str, Any]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+    try:
+        done = subprocess.run([sys.executable, os.path.join(HERE, "overhead.py"), json.dumps(config)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**config, "ok": False, "error": "timed out"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {**config, "ok": False, "error": (done.stderr or done.stdout).strip()[-400:]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""What the benchmark runs: the losses, the hand-written baselines, and their inputs, per framework.
+
+Every workload is ``forward + backward``: the loss and its gradients with respect to every embedding (or,
+for losses that take logits, every logit input). Inputs are float32, seeded, built in NumPy first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+TEMPERATURE = 0.1
+
+#: The recloss losses the suite runs: name -> (public function, keyword options, input builder key).
+LOSSES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "unsupervised_softmax": ("unsupervised_softmax_cross_entropy_loss", {}, "shared"),
+    "unsupervised_softmax[materialized]": ("unsupervised_softmax_cross_entropy_loss",
+                                           {"implementation": "materialized"}, "shared"),
+    "sampled_softmax[logQ,ids]": ("sampled_softmax_loss", {}, "shared_logq_ids"),
+    "info_nce": ("info_nce_loss", {}, "in_batch"),
+    "softmax": ("softmax_loss", {}, "logits"),
+    "bpr": ("bpr_loss", {}, "logits"),
+    "hinge": ("hinge_loss", {}, "logits"),
+}
+#: Losses whose inputs are embeddings (the streaming family): memory is compared with their logits block.
+EMBEDDING_LOSSES = ("unsupervised_softmax", "unsupervised_softmax[materialized]", "sampled_softmax[logQ,ids]",
+                    "info_nce")
+BASELINES = ("graphlearn", "plain", "matmul")
+
+
+def logits_elements(workload: str, shape: tuple[int, int, int]) -> int:
+    """Number of logits the materialised path would hold: B*N, or B*B for the in-batch losses."""
+    b, n, _ = shape
+    return b * b if workload == "info_nce" else b * n
+
+
+def make_inputs(kind: str, shape: tuple[int, int, int], seed: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
+    """NumPy inputs by name and the names to differentiate."""
+    b, n, d = shape
+    rng = np.random.default_rng(seed)
+    emb = lambda rows: (rng.standard_normal((rows, d), dtype=np.float32) / np.float32(np.sqrt(d)))  # noqa: E731
+    if kind in ("shared", "plain", "graphlearn"):
+        return {"src_emb": emb(b), "pos_emb": emb(b), "neg_emb": emb(n)}, ["src_emb", "pos_emb", "neg_emb"]
+    if kind == "shared_logq_ids":
+        inputs = {"query_emb": emb(b), "pos_emb": emb(b), "neg_emb": emb(n),
+                  "neg_log_q": np.log(rng.uniform(1e-6, 1e-3, n)).astype(np.float32),
+                  "pos_ids": rng.integers(0, 50 * n, b), "neg_ids": rng.integers(0, 50 * n, n)}
+        return inputs, ["query_emb", "pos_emb", "neg_emb"]
+    if kind == "in_batch":
+        return {"query_emb": emb(b), "key_emb": emb(b)}, ["query_emb", "key_emb"]
+    if kind == "logits":
+        return ({"pos_logit": rng.standard_normal(b, dtype=np.float32),
+                 "neg_logit": rng.standard_normal((b, n), dtype=np.float32)}, ["pos_logit", "neg_logit"])
+    if kind == "matmul":
+        return {"a": emb(b), "b_t": np.ascontiguousarray(emb(n).T)}, []
+    raise ValueError(kind)
+
+
+def input_kind(workload: str) -> str:
+    return LOSSES[workload][2] if workload in LOSSES else workload
+
+
+def loss_function(workload: str) -> Callable[..., Any]:
+    """``fn(**tensors) -> scalar`` for a recloss workload."""
+    import recloss
+
+    name, options, kind = LOSSES[workload]
+    function = getattr(recloss, name)
+    if kind == "in_batch":
+        return lambda query_emb, key_emb: function(query_emb, key_emb, temperature=TEMPERATURE, **options)
+    if kind == "logits":
+        extra = {"temperature": TEMPERATURE} if name == "softmax_loss" else {}
+        return lambda pos_logit, neg_logit: function(pos_logit, neg_logit, **extra, **options)
+    if kind == "shared":
+        return lambda src_emb, pos_emb, neg_emb: function(src_emb, pos_emb, neg_emb, temperature=TEMPERATURE,
+                                                          **options)
+    return lambda **t: function(t.pop("query_emb"), t.pop("pos_emb"), t.pop("neg_emb"), temperature=TEMPERATURE,
+                                **t, **options)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Baselines, written as a user would write them by hand
+
+
+def graphlearn_tf(src_emb: Any, pos_emb: Any, neg_emb: Any) -> Any:
+    """GraphLearn's nn/tf/loss.py::unsupervised_softmax_cross_entropy_loss, as published (TF 2 names)."""
+    import tensorflow as tf
+
+    pos_sim = tf.reduce_sum(tf.multiply(src_emb, pos_emb), axis=-1, keepdims=True)
+    neg_sim = tf.matmul(src_emb, tf.transpose(neg_emb))
+    logit = tf.nn.softmax(tf.concat([pos_sim, neg_sim], axis=-1) / TEMPERATURE)
+    return -tf.reduce_mean(tf.math.log(logit[:, :1] + 1e-12))
+
+
+def plain(backend: str) -> Callable[..., Any]:
+    """The plain stable softmax cross-entropy with shared negatives, in each framework's idiom."""
+    if backend == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        def torch_plain(src_emb, pos_emb, neg_emb):
+            logits = torch.cat([(src_emb * pos_emb).sum(-1, keepdim=True), src_emb @ neg_emb.T], 1) / TEMPERATURE
+            return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+        return torch_plain
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def jax_plain(src_emb, pos_emb, neg_emb):
+            logits = jnp.concatenate([jnp.sum(src_emb * pos_emb, -1, keepdims=True), src_emb @ neg_emb.T], 1)
+            return -jnp.mean(jax.nn.log_softmax(logits / TEMPERATURE, axis=-1)[:, 0])
+        return jax_plain
+    import tensorflow as tf
+
+    def tf_plain(src_emb, pos_emb, neg_emb):
+        logits = tf.concat([tf.reduce_sum(src_emb * pos_emb, -1, keepdims=True),
+                            tf.matmul(src_emb, neg_emb, transpose_b=True)], 1) / TEMPERATURE
+        labels = tf.zeros(tf.shape(logits)[0], tf.int32)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return tf_plain
