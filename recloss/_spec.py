@@ -21,7 +21,6 @@ BOOL = "bool"
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-HALF_DTYPES = ("float16", "bfloat16")
 
 Shape = tuple[str, ...]
 

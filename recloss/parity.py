@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, canonical_name, load_backend
+from recloss._dispatch import available_backends, canonical_name, load_backend
 from recloss._spec import FLOAT, Case, LossSpec
 from recloss.losses import CATALOGUE
 from recloss.reference import REFERENCES
@@ -291,4 +291,4 @@ def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
 
 
 __all__ = ["validate", "Report", "Row", "TOLERANCES", "DIMS", "make_inputs", "reference_gradients",
-           "relative_error", "FRAMEWORK_BACKENDS"]
+           "relative_error"]
