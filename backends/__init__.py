@@ -9,6 +9,8 @@ Each module imports its framework and exposes the same names:
     a NumPy array -> a tensor of the framework (same dtype where the framework has it).
 ``concrete(x)``
     the values of ``x`` as a NumPy array when they are known without tracing, else None (value checks).
+``tracing()``
+    True while the framework traces with symbolic sizes (torch.compile): validation is then not cached.
 ``devices()``
     the devices this framework sees, e.g. ``["cpu", "cuda"]``.
 ``value_and_grad(fn, inputs, wrt, device)``

@@ -83,6 +83,11 @@ def convert(array: np.ndarray) -> jax.Array:
     return jnp.asarray(array)
 
 
+def tracing() -> bool:
+    """JAX traces with concrete shapes, so validation results can always be cached."""
+    return False
+
+
 def concrete(x: Any) -> np.ndarray | None:
     try:
         return np.asarray(x)

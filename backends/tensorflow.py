@@ -99,6 +99,11 @@ def convert(array: np.ndarray) -> tf.Tensor:
     return tf.convert_to_tensor(array)
 
 
+def tracing() -> bool:
+    """TF traces with static (possibly None) shapes, so validation results can always be cached."""
+    return False
+
+
 def concrete(x: Any) -> np.ndarray | None:
     if isinstance(x, np.ndarray):
         return x

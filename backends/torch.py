@@ -85,6 +85,11 @@ def convert(array: np.ndarray) -> torch.Tensor:
     return torch.tensor(array)
 
 
+def tracing() -> bool:
+    """True while torch.compile traces (sizes may be symbolic there): validation is then not cached."""
+    return torch.compiler.is_compiling()
+
+
 def concrete(x: Any) -> np.ndarray | None:
     if isinstance(x, np.ndarray):
         return x

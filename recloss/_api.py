@@ -28,7 +28,7 @@ def call(spec: LossSpec, backend: str | None, values: dict[str, Any]) -> Any:
     module = load_backend(name)
     if name != "numpy":
         tensors = {key: _convert(module, x) for key, x in tensors.items()}
-    bound = validate(spec, tensors, options, module.concrete)
+    bound = validate(spec, tensors, options, module.concrete, not module.tracing())
     return module.KERNELS[spec.name](bound, **tensors, **options)
 
 

@@ -107,13 +107,71 @@ def _match(shape: tuple[Any, ...], declared: tuple[str, ...], dims: Mapping[str,
     return new
 
 
+#: Bounds of calls already validated, by :func:`_signature`; cleared when it reaches ``_CACHE_SIZE``.
+_CACHE: dict[tuple, Bound] = {}
+_CACHE_SIZE = 1024
+
+
 def validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, Any],
-             concrete: Callable[[Any], Any]) -> Bound:
+             concrete: Callable[[Any], Any], cacheable: bool = True) -> Bound:
     """Check one call against its spec and return what was learnt (shape forms, dimension sizes, dtype).
 
     ``concrete(x)`` returns the values of a tensor as a NumPy array when they are known without tracing,
-    else None; it is used for value checks only.
+    else None; it is used for value checks only. A call whose tensor types, shapes, dtypes and option
+    values were validated before reuses that result (the value checks still run), unless ``cacheable`` is
+    False (the backend is tracing with symbolic sizes).
     """
+    key = _signature(spec, tensors, options) if cacheable else None
+    bound = None if key is None else _CACHE.get(key)
+    if bound is not None:
+        for arg in spec.args:
+            if arg.nonnegative and tensors.get(arg.name) is not None:
+                _check_nonnegative(spec, arg.name, tensors[arg.name], concrete)
+        return bound
+    bound = _validate(spec, tensors, options, concrete)
+    if key is not None:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[key] = bound
+    return bound
+
+
+def _signature(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, Any]) -> tuple | None:
+    """Everything validation reads but values, as a hashable key; None where caching does not apply (an
+    option given as a tensor, a non-tensor argument, an unhashable size)."""
+    parts: list[Any] = [spec.name]
+    for arg in spec.args:
+        x = tensors.get(arg.name)
+        if x is None:
+            parts.append(None)
+            continue
+        if not is_tensor_like(x):
+            return None
+        parts.append((type(x), shape_of(x), x.dtype))
+    for option in spec.options:
+        value = options[option.name]
+        if is_tensor_like(value):
+            return None
+        parts.append((type(value), value))
+    key = tuple(parts)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _check_nonnegative(spec: LossSpec, name: str, x: Any, concrete: Callable[[Any], Any]) -> None:
+    values = concrete(x)
+    if values is not None and values.size:
+        values = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(values)) or values.min() < 0:
+            bad = float(values[~(np.isfinite(values) & (values >= 0))][0])
+            raise OptionError(f"{spec.name}: `{name}` must hold finite values >= 0; got {bad!r}")
+
+
+def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, Any],
+              concrete: Callable[[Any], Any]) -> Bound:
     for option in spec.options:
         check_option(spec.name, option, options[option.name], concrete)
 
@@ -146,12 +204,7 @@ def validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, A
         else:
             raise ShapeError(_shape_message(spec, arg.name, arg.shapes, dims, shape))
         if arg.nonnegative:
-            values = concrete(x)
-            if values is not None and values.size:
-                values = np.asarray(values, dtype=np.float64)
-                if not np.all(np.isfinite(values)) or values.min() < 0:
-                    bad = float(values[~(np.isfinite(values) & (values >= 0))][0])
-                    raise OptionError(f"{spec.name}: `{arg.name}` must hold finite values >= 0; got {bad!r}")
+            _check_nonnegative(spec, arg.name, x, concrete)
 
     dtype = "float64" if "float64" in float_dtypes else "float32"
     bound = Bound(spec=spec, forms=forms, dims={d: size for d, (size, _) in dims.items()},

@@ -144,3 +144,18 @@ def test_cli_validate_rejects_an_unknown_loss():
 def test_cli_info_lists_backends():
     out = _run_cli("info")
     assert out.returncode == 0 and "numpy" in out.stdout and "losses:" in out.stdout
+
+
+def test_cached_validation_still_checks_values_and_new_shapes(backend):
+    from recloss.errors import OptionError, ShapeError
+    pos, neg = to_backend(backend, POS), to_backend(backend, NEG)
+    good = to_backend(backend, np.ones(6))
+    bad = to_backend(backend, -np.ones(6))
+    for _ in range(2):  # the second round is served from the validation cache
+        recloss.bpr_loss(pos, neg, sample_weight=good)
+        with pytest.raises(OptionError, match="`sample_weight` must hold finite values >= 0; got -1.0"):
+            recloss.bpr_loss(pos, neg, sample_weight=bad)
+        with pytest.raises(ShapeError, match=r"`neg_logit` must have shape \[B\] or \[B, K\] with B=6"):
+            recloss.bpr_loss(pos, to_backend(backend, NEG[:5]))
+        with pytest.raises(OptionError, match="`reduction` must be one of"):
+            recloss.bpr_loss(pos, neg, reduction="avg")
