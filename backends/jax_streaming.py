@@ -7,7 +7,7 @@ kept from the forward as residuals instead of recomputed. Full chunks run in a `
 (``dynamic_slice``), the remainder once; shapes are static, so it traces once under ``jax.jit``. Removed
 candidates are ``-inf`` inside the chunk (exact zeros in value and gradient; a fully removed row has loss 0
 and zero gradient). See
-:func:`recloss.kernels.streaming_row_losses` for the arguments.
+:func:`recloss.kernels.softmax.streaming_row_losses` for the arguments.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ forward (one matrix product per chunk), a backward that recomputes each chunk's 
 products; the first chunks whose ``exp(s - m)`` fit in ``store_bytes`` are kept from the forward instead of
 recomputed. The loop over chunks is a Python loop over static sizes, so it runs eagerly, under
 ``tf.function`` and under XLA (``jit_compile=True``); sizes unknown at trace time use the materialised path
-(:func:`recloss.kernels.streaming_row_losses` decides). Removed candidates are ``-inf`` inside the chunk
+(:func:`recloss.kernels.softmax.streaming_row_losses` decides). Removed candidates are ``-inf`` inside the chunk
 (exact zeros in value and gradient; a fully removed row has loss 0 and zero gradient).
 """
 
@@ -48,7 +48,7 @@ def _spans(length: int, chunk: int) -> list[tuple[int, int]]:
 
 def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids: Any, chunk: int,
                          store_bytes: int = 0) -> tf.Tensor:
-    """Row losses ``[B]`` of the streaming softmax (see :func:`recloss.kernels.streaming_row_losses`)."""
+    """Row losses ``[B]`` of the streaming softmax (see :func:`recloss.kernels.softmax.streaming_row_losses`)."""
     layout = [(log_q is not None, ids, bool(diagonal)) for _, log_q, ids, diagonal in sources]
     flat = [q, s_pos]
     for keys, log_q, _, _ in sources:

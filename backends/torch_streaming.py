@@ -11,7 +11,7 @@ instead (rescaled by ``exp(m_c - m)`` on the ``[B, D]`` side), so those take thr
 chunk, so they contribute exactly 0 to the value and the gradients; a row with every candidate removed has
 loss 0 and zero gradient. Works eagerly, under
 ``torch.compile`` (the Python loop over chunks is unrolled) and with ``torch.func`` (``setup_context``).
-See :func:`recloss.kernels.streaming_row_losses` for the arguments.
+See :func:`recloss.kernels.softmax.streaming_row_losses` for the arguments.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import recloss
-from recloss import kernels
+from recloss.kernels import softmax as kernels
 from recloss._dispatch import load_backend
 
 B, N, D = 6, 11, 5
@@ -127,7 +127,7 @@ def test_large_logits_keep_float32_accuracy(backend):
     pos = (1e4 * query / np.sum(query * query, 1, keepdims=True)).astype("float32")  # q . pos ~ 1e4
     neg = (pos[rng.integers(0, B, N)] + rng.normal(0, 1e-3, (N, D))).astype("float32")
     inputs = {"src_emb": query, "pos_emb": pos, "neg_emb": neg}
-    expected = recloss.reference.unsupervised_softmax_cross_entropy_loss(
+    expected = recloss.reference.softmax.unsupervised_softmax_cross_entropy_loss(
         *(np.asarray(inputs[k], np.float64) for k in ("src_emb", "pos_emb", "neg_emb")), reduction="none")
     value, _ = module.value_and_grad(_function("unsupervised_softmax_cross_entropy_loss", {"reduction": "none"},
                                                "streaming"), inputs, ["src_emb"], "cpu")

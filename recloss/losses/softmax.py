@@ -1,32 +1,12 @@
-"""The catalogue: one :class:`~recloss._spec.LossSpec` per loss, the single source of truth.
-
-Dimension names: B = batch rows, D = embedding size, K = negatives per row, N = negatives shared by all
-rows, M = a free length.
-"""
+"""The softmax family's specs: ``softmax_loss``, ``sampled_softmax_loss``,
+``unsupervised_softmax_cross_entropy_loss`` and ``info_nce_loss``."""
 
 from __future__ import annotations
 
 from recloss._spec import BOOL, INT, Bound, Case, LossSpec, Option, tensor
 from recloss._validate import fail
+from recloss.losses._shared import REDUCTION, RETURNS, SAMPLE_WEIGHT, temperature
 
-# ----------------------------------------------------------------------------------------------------------
-# Pieces every loss shares
-
-SAMPLE_WEIGHT = tensor("sample_weight", "[B]", required=False, sample="weight", nonnegative=True,
-                       doc="Row weights ``w_i >= 0`` (default 1).")
-REDUCTION = Option("reduction", "mean", "choice", choices=("mean", "sum", "none"), annotation="str",
-                   doc='``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); '
-                       '``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.')
-RETURNS = ("The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction=\"none\"``); float32 for "
-           "float16, bfloat16 and float32 inputs, float64 if any floating input is float64.")
-
-
-def temperature(default: float) -> Option:
-    return Option("temperature", default, "positive", tensor_ok=True,
-                  doc="Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.")
-
-
-MARGIN = Option("margin", 1.0, "finite", doc="Margin of the hinge, a finite number.")
 NUM_HARD = Option("num_hard_negatives", None, "optional_count", annotation="int | None",
                   doc="Keep only the h largest remaining negative logits per row (after logQ and removal); "
                       "None keeps all.")
@@ -38,20 +18,8 @@ IMPLEMENTATION = Option(
         "the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``\"auto\"`` "
         "streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
 
-PAIRWISE_SHAPES = ("[B]", "[B, K]")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Cross-argument rules
-
-
-def _sigmoid_rules(bound: Bound) -> None:
-    if bound.form("neg_logit") == ("M",):
-        reduction = bound.options["reduction"]
-        if reduction != "mean" or "sample_weight" in bound.present:
-            got = f"reduction={reduction!r}" + (" with `sample_weight`" if "sample_weight" in bound.present else "")
-            fail(bound, "with `neg_logit` of shape [M] (M != B) only reduction='mean' without `sample_weight` "
-                        f"is defined; got {got}")
 
 
 def _negative_source_rules(bound: Bound, in_batch: bool) -> None:
@@ -81,26 +49,6 @@ def _sampled_softmax_rules(bound: Bound) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # The catalogue
-
-SIGMOID_CROSS_ENTROPY = LossSpec(
-    name="sigmoid_cross_entropy_loss",
-    summary="Sigmoid (binary) cross-entropy of positive logits against label 1 and negative logits against 0.",
-    math=("l_i = softplus(-pos_i) + mean_k softplus(neg_ik);  with `neg_logit` [M] (M != B): "
-          "loss = mean_i softplus(-pos_i) + mean_m softplus(neg_m)  (GraphLearn's value in every case)"),
-    args=(tensor("pos_logit", "[B]", doc="Logits of the positive pairs."),
-          tensor("neg_logit", "[B]", "[B, K]", "[M]", doc="Logits of the negative pairs: one or K per row, or "
-                 "any M of them (then only the default reduction is defined)."),
-          SAMPLE_WEIGHT),
-    options=(REDUCTION,),
-    positional=("pos_logit", "neg_logit"),
-    returns=RETURNS,
-    cases=(Case("one negative per row"), Case("K per row, weighted sum", {"neg_logit": 1, "sample_weight": 0},
-                                              {"reduction": "sum"}),
-           Case("M negatives", {"neg_logit": 2}), Case("K per row, none", {"neg_logit": 1}, {"reduction": "none"})),
-    example="loss = recloss.sigmoid_cross_entropy_loss(pos_logit, neg_logit)",
-    references=("GraphLearn, nn/tf/loss.py::sigmoid_cross_entropy_loss",),
-    rules=_sigmoid_rules,
-)
 
 SOFTMAX = LossSpec(
     name="softmax_loss",
@@ -224,58 +172,3 @@ INFO_NCE = LossSpec(
     references=("van den Oord et al., Representation learning with contrastive predictive coding, 2018",
                 "Radford et al., CLIP, 2021"),
 )
-
-BPR = LossSpec(
-    name="bpr_loss",
-    summary="Bayesian personalised ranking: the positive should score above each negative.",
-    math="l_i = mean_k softplus(neg_ik - pos_i)  (= -mean_k log sigmoid(pos_i - neg_ik))",
-    args=(tensor("pos_logit", "[B]", doc="Score of each row's positive."),
-          tensor("neg_logit", *PAIRWISE_SHAPES, doc="Scores of one or K negatives per row."),
-          SAMPLE_WEIGHT),
-    options=(REDUCTION,),
-    positional=("pos_logit", "neg_logit"),
-    returns=RETURNS,
-    cases=(Case("one negative"), Case("K negatives, weights", {"neg_logit": 1, "sample_weight": 0})),
-    example="loss = recloss.bpr_loss(pos_score, neg_score)",
-    references=("Rendle et al., BPR: Bayesian personalized ranking from implicit feedback, UAI 2009",),
-)
-
-HINGE = LossSpec(
-    name="hinge_loss",
-    summary="Pairwise hinge (margin ranking) loss on scores.",
-    math="l_i = mean_k max(0, margin - pos_i + neg_ik)",
-    args=(tensor("pos_logit", "[B]", doc="Score of each row's positive."),
-          tensor("neg_logit", *PAIRWISE_SHAPES, doc="Scores of one or K negatives per row."),
-          SAMPLE_WEIGHT),
-    options=(MARGIN, REDUCTION),
-    positional=("pos_logit", "neg_logit"),
-    returns=RETURNS,
-    cases=(Case("one negative"), Case("K negatives, margin 2, sum", {"neg_logit": 1, "sample_weight": 0},
-                                      {"margin": 2.0, "reduction": "sum"})),
-    example="loss = recloss.hinge_loss(pos_score, neg_score, margin=0.5)",
-)
-
-TRIPLET = LossSpec(
-    name="triplet_margin_loss",
-    summary="Triplet margin loss on embeddings with a choice of distance.",
-    math=("l_i = mean_k max(0, margin + d(src_i, pos_i) - d(src_i, neg_ik)),  d in l2, squared_l2, l1, "
-          "cosine (1 - cosine similarity); the gradient is finite where two embeddings coincide"),
-    args=(tensor("src_emb", "[B, D]", doc="Anchor embeddings."),
-          tensor("pos_emb", "[B, D]", doc="Positive embeddings."),
-          tensor("neg_emb", "[B, D]", "[B, K, D]", doc="One or K negative embeddings per row."),
-          SAMPLE_WEIGHT),
-    options=(MARGIN,
-             Option("distance", "l2", "choice", choices=("l2", "squared_l2", "l1", "cosine"), annotation="str",
-                    doc="The distance d."),
-             REDUCTION),
-    positional=("src_emb", "pos_emb", "neg_emb"),
-    returns=RETURNS,
-    cases=(Case("l2"), Case("squared_l2, K", {"neg_emb": 1}, {"distance": "squared_l2", "margin": 4.0}),
-           Case("l1, K, weights", {"neg_emb": 1, "sample_weight": 0}, {"distance": "l1", "margin": 2.0}),
-           Case("cosine, K", {"neg_emb": 1}, {"distance": "cosine", "margin": 0.5})),
-    example='loss = recloss.triplet_margin_loss(anchor, pos, neg, margin=0.2, distance="cosine")',
-    references=("Schroff et al., FaceNet, CVPR 2015", "GraphLearn, nn/tf/loss.py (L1 and squared L2)"),
-)
-
-CATALOGUE: dict[str, LossSpec] = {spec.name: spec for spec in (
-    SIGMOID_CROSS_ENTROPY, UNSUPERVISED_SOFTMAX, SOFTMAX, SAMPLED_SOFTMAX, INFO_NCE, BPR, HINGE, TRIPLET)}

@@ -1,0 +1,26 @@
+"""The losses' math, written once against a small set of array operations (:class:`Ops`) that each backend
+supplies, one module per family of losses:
+
+``_common``   the ``Ops`` protocol, casting to the compute dtype, reductions, the non-finite guard
+``softmax``   softmax rows, the retrieval softmax (materialised or streaming) and its four losses
+``pairwise``  the sigmoid, BPR, hinge and triplet losses
+
+Numerics, the same on every backend: half-precision inputs are cast to float32 first, float64 stays float64
+(``bound.dtype``); means over nothing are 0, never NaN; a non-finite input makes the loss NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from recloss.kernels import pairwise, softmax
+from recloss.kernels._common import Ops
+
+#: loss name -> ``kernel(ops, bound, **arguments)``; each backend binds its ``Ops``.
+KERNELS: dict[str, Callable[..., Any]] = {
+    f.__name__: f for f in (pairwise.sigmoid_cross_entropy_loss, softmax.softmax_loss, softmax.sampled_softmax_loss,
+                            softmax.unsupervised_softmax_cross_entropy_loss, softmax.info_nce_loss,
+                            pairwise.bpr_loss, pairwise.hinge_loss, pairwise.triplet_margin_loss)
+}
+
+__all__ = ["KERNELS", "Ops", "pairwise", "softmax"]

@@ -1,0 +1,53 @@
+"""Float64 references of the pairwise family: sigmoid cross-entropy, BPR, hinge and triplet margin losses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recloss.reference._common import f64, l2_normalize, mean, reduce, softplus
+
+
+def _as_rows(neg: np.ndarray, batch: int) -> np.ndarray:
+    """Per-row negatives as ``[B, K]``: a ``[B]`` tensor is one negative per row."""
+    return neg.reshape(batch, 1) if neg.ndim == 1 else neg
+
+
+def sigmoid_cross_entropy_loss(pos_logit, neg_logit, *, sample_weight=None, reduction="mean"):
+    pos, neg = f64(pos_logit), f64(neg_logit)
+    if neg.ndim == 1 and neg.shape[0] != pos.shape[0]:
+        return reduce(np.asarray(mean(softplus(-pos)) + mean(softplus(neg))), None, "sum", (pos, neg))
+    rows = softplus(-pos) + mean(softplus(_as_rows(neg, pos.shape[0])), axis=1)
+    return reduce(rows, sample_weight, reduction, (pos, neg))
+
+
+def bpr_loss(pos_logit, neg_logit, *, sample_weight=None, reduction="mean"):
+    pos, neg = f64(pos_logit), f64(neg_logit)
+    rows = mean(softplus(_as_rows(neg, pos.shape[0]) - pos[:, None]), axis=1)
+    return reduce(rows, sample_weight, reduction, (pos, neg))
+
+
+def hinge_loss(pos_logit, neg_logit, *, margin=1.0, sample_weight=None, reduction="mean"):
+    pos, neg = f64(pos_logit), f64(neg_logit)
+    rows = mean(np.maximum(0.0, margin - pos[:, None] + _as_rows(neg, pos.shape[0])), axis=1)
+    return reduce(rows, sample_weight, reduction, (pos, neg))
+
+
+def _distance(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "l2":
+        return np.linalg.norm(a - b, axis=-1)
+    if kind == "squared_l2":
+        return np.sum((a - b) ** 2, axis=-1)
+    if kind == "l1":
+        return np.sum(np.abs(a - b), axis=-1)
+    return 1.0 - np.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+
+
+def triplet_margin_loss(src_emb, pos_emb, neg_emb, *, margin=1.0, distance="l2", sample_weight=None,
+                        reduction="mean"):
+    s, p, n = f64(src_emb), f64(pos_emb), f64(neg_emb)
+    if n.ndim == 2:
+        n = n[:, None, :]
+    d_pos = _distance(s, p, distance)
+    d_neg = _distance(s[:, None, :], n, distance)
+    rows = mean(np.maximum(0.0, margin + d_pos[:, None] - d_neg), axis=1)
+    return reduce(rows, sample_weight, reduction, (s, p, n))

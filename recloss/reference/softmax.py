@@ -1,0 +1,87 @@
+"""Float64 references of the softmax family, one row at a time from the list of candidates that survive,
+exactly as the README states the math."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recloss.reference._common import f64, l2_normalize, logsumexp, reduce
+
+
+def _softmax_row(s_pos: float, candidates: np.ndarray, num_hard_negatives: int | None) -> float:
+    """``logsumexp([s_pos, candidates]) - s_pos`` after keeping the ``num_hard_negatives`` largest candidates."""
+    if num_hard_negatives is not None:
+        candidates = np.sort(candidates)[::-1][:num_hard_negatives]
+    return logsumexp(np.concatenate([[s_pos], candidates])) - s_pos
+
+
+def softmax_loss(pos_logit, neg_logit, *, neg_mask=None, temperature=1.0, pos_log_q=None, neg_log_q=None,
+                 num_hard_negatives=None, sample_weight=None, reduction="mean"):
+    temperature = float(np.asarray(temperature))
+    s_pos = f64(pos_logit) / temperature
+    s_neg = f64(neg_logit) / temperature
+    if pos_log_q is not None:
+        s_pos = s_pos - f64(pos_log_q)
+    if neg_log_q is not None:
+        s_neg = s_neg - f64(neg_log_q)
+    keep = np.ones(s_neg.shape, bool) if neg_mask is None else np.asarray(neg_mask, bool)
+    rows = np.array([_softmax_row(s_pos[i], s_neg[i][keep[i]], num_hard_negatives)
+                     for i in range(s_pos.shape[0])])
+    return reduce(rows, sample_weight, reduction, (s_pos, s_neg[keep]))
+
+
+def sampled_softmax_loss(query_emb, pos_emb, neg_emb=None, *, temperature=1.0, in_batch=None, pos_log_q=None,
+                         neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
+                         sample_weight=None, reduction="mean", implementation="auto"):
+    q, p, n = f64(query_emb), f64(pos_emb), f64(neg_emb)
+    temperature = float(np.asarray(temperature))
+    if in_batch is None:
+        in_batch = n is None
+    batch = q.shape[0]
+    pos_q = np.zeros(batch) if pos_log_q is None else f64(pos_log_q)
+    rows = []
+    for i in range(batch):
+        s_pos = q[i] @ p[i] / temperature - pos_q[i]
+        candidates = []
+        if in_batch:
+            for j in range(batch):
+                duplicate = pos_ids is not None and pos_ids[j] == pos_ids[i]
+                if j != i and not duplicate:
+                    candidates.append(q[i] @ p[j] / temperature - pos_q[j])
+        if n is not None:
+            shared = n.ndim == 2
+            row_negs = n if shared else n[i]
+            row_log_q = np.zeros(len(row_negs)) if neg_log_q is None else f64(neg_log_q if shared else neg_log_q[i])
+            row_ids = None if neg_ids is None else (neg_ids if shared else neg_ids[i])
+            for k in range(len(row_negs)):
+                if row_ids is None or row_ids[k] != pos_ids[i]:
+                    candidates.append(q[i] @ row_negs[k] / temperature - row_log_q[k])
+        rows.append(_softmax_row(s_pos, np.asarray(candidates, dtype=np.float64), num_hard_negatives))
+    return reduce(np.asarray(rows, dtype=np.float64), sample_weight, reduction, (q, p, n, pos_log_q, neg_log_q))
+
+
+def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb, temperature=1.0, *, sample_weight=None,
+                                            reduction="mean", implementation="auto"):
+    return sampled_softmax_loss(src_emb, pos_emb, neg_emb, temperature=temperature, in_batch=False,
+                                sample_weight=sample_weight, reduction=reduction)
+
+
+def info_nce_loss(query_emb, key_emb, *, temperature=0.07, symmetric=False, normalize=False, ids=None,
+                  sample_weight=None, reduction="mean", implementation="auto"):
+    q, k = f64(query_emb), f64(key_emb)
+    if normalize:
+        q, k = l2_normalize(q), l2_normalize(k)
+    rows = sampled_softmax_loss(q, k, temperature=temperature, in_batch=True, pos_ids=ids, reduction="none")
+    if symmetric:
+        rows = 0.5 * (rows + sampled_softmax_loss(k, q, temperature=temperature, in_batch=True, pos_ids=ids,
+                                                  reduction="none"))
+    return reduce(rows, sample_weight, reduction, (q, k))
+
+
+def graphlearn_softmax_cross_entropy(src_emb, pos_emb, neg_emb, temperature=1.0):
+    """GraphLearn's own formula, ``-mean(log(softmax(z)[:, 0] + 1e-12))``, in float64: a second reference."""
+    q, p, n = f64(src_emb), f64(pos_emb), f64(neg_emb)
+    logits = np.concatenate([np.sum(q * p, -1, keepdims=True), q @ n.T], axis=1) / temperature
+    logits = logits - logits.max(axis=1, keepdims=True)
+    softmax = np.exp(logits) / np.sum(np.exp(logits), axis=1, keepdims=True)
+    return np.asarray(-np.mean(np.log(softmax[:, 0] + 1e-12)))
