@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from recloss import kernels
+from recloss._spec import common_int_dtype
+from recloss.errors import DTypeError
 from recloss.backends.jax_streaming import streaming_row_losses as _streaming_row_losses
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -27,11 +29,20 @@ class JaxOps:
     def cast(x: jax.Array, dtype: str) -> jax.Array:
         return x.astype(dtype)
 
+    @staticmethod
+    def cast_int(x: jax.Array, dtype: str) -> jax.Array:
+        return x.astype(dtype)
+
+    @staticmethod
+    def int_bits() -> int:
+        return 64 if jax.config.jax_enable_x64 else 32
+
     rowdot = staticmethod(lambda a, b: jnp.sum(a * b, axis=-1))
     dot_nt = staticmethod(lambda a, b: jnp.matmul(a, b.T, precision=HIGHEST))
     batch_dot = staticmethod(lambda a, b: jnp.einsum("bd,bkd->bk", a, b, precision=HIGHEST))
     exp = staticmethod(jnp.exp)
     log = staticmethod(jnp.log)
+    log1p = staticmethod(jnp.log1p)
     softplus = staticmethod(jax.nn.softplus)
     relu = staticmethod(jax.nn.relu)
     abs = staticmethod(jnp.abs)
@@ -42,6 +53,7 @@ class JaxOps:
     concat = staticmethod(jnp.concatenate)
     not_equal = staticmethod(jnp.not_equal)
     logical_and = staticmethod(jnp.logical_and)
+    logical_not = staticmethod(jnp.logical_not)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_vjp
@@ -57,6 +69,10 @@ class JaxOps:
     @staticmethod
     def top_k(x: jax.Array, k: int) -> jax.Array:
         return jax.lax.top_k(x, k)[0]
+
+    @staticmethod
+    def first_true(mask: jax.Array) -> jax.Array:
+        return mask & (jnp.cumsum(mask, axis=-1) == 1)
 
     @staticmethod
     def ones_bool(like: jax.Array) -> jax.Array:
@@ -81,6 +97,40 @@ KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, k
 
 def convert(array: np.ndarray) -> jax.Array:
     return jnp.asarray(array)
+
+
+def convert_ids(loss: str, ids: dict[str, np.ndarray], framework_ids: list[str]) -> dict[str, Any]:
+    """NumPy id arrays of one call as JAX arrays that compare exactly as their NumPy values do.
+
+    With ``jax_enable_x64`` they are converted as they are. Without it JAX holds at most 32-bit integers and
+    would truncate int64 ids silently (2**32 + 5 would become 5): arrays whose values all fit in int32 become
+    int32; otherwise the call's id arrays are replaced together by int32 codes of their values (equal ids get
+    equal codes), which needs every id array of the call to be NumPy. Ids of two dtypes that no integer dtype
+    holds together are left to the validator, which refuses them.
+    """
+    if jax.config.jax_enable_x64 or all(v.dtype.itemsize <= 4 for v in ids.values()):
+        return {name: jnp.asarray(v) for name, v in ids.items()}
+    ids_dtype = None
+    for v in ids.values():
+        ids_dtype = v.dtype.name if ids_dtype is None else common_int_dtype(ids_dtype, v.dtype.name)
+        if ids_dtype is None:
+            return dict(ids)
+    common = np.dtype(ids_dtype)
+    int32 = np.iinfo(np.int32)
+    if all(v.size == 0 or (int(v.min()) >= int32.min and int(v.max()) <= int32.max) for v in ids.values()):
+        return {name: jnp.asarray(v.astype(np.int32)) for name, v in ids.items()}
+    if framework_ids:
+        wide = next(name for name, v in ids.items() if v.size and (int(v.min()) < int32.min or int(v.max()) > int32.max))
+        raise DTypeError(f"{loss}: `{wide}` holds ids beyond int32, which JAX without jax_enable_x64 cannot hold, "
+                         f"beside the JAX array `{framework_ids[0]}`; pass every id tensor as NumPy (recloss then "
+                         "compares them exactly) or enable jax_enable_x64")
+    values = np.concatenate([v.astype(common).ravel() for v in ids.values()])
+    codes = np.unique(values, return_inverse=True)[1].astype(np.int32)
+    out, at = {}, 0
+    for name, v in ids.items():
+        out[name] = jnp.asarray(codes[at:at + v.size].reshape(v.shape))
+        at += v.size
+    return out
 
 
 def tracing() -> bool:

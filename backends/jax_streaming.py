@@ -77,27 +77,35 @@ def _over_chunks(length: int, chunk: int, first: int, body: Any, carry: Any) -> 
 
 def _forward(layout: tuple, chunk: int, q: jax.Array, s_pos: jax.Array, row_ids: Any, sources: tuple,
              plan: list[int]) -> tuple[jax.Array, jax.Array, jax.Array, list]:
-    row_max = lax.stop_gradient(s_pos)
-    total = jnp.ones_like(s_pos)
+    """Rows, ``m``, ``log1p(r)`` and the stored chunks. ``m`` is one maximal score of each row, taken from the
+    scores themselves, and ``r`` the sum of ``exp(s - m)`` over every other candidate: written so that JAX's
+    differentiation of this function (second derivatives go through it) sees the exact log-sum-exp."""
+    row_max = s_pos
+    rest = jnp.zeros_like(s_pos)
     stored = []
 
-    def step(keys, log_q, ids, diagonal, start, size, row_max, total):
+    def step(keys, log_q, ids, diagonal, start, size, row_max, rest):
         _, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, size)
-        new_max = jnp.maximum(row_max, jnp.max(scores, axis=1))
-        weights = jnp.exp(scores - new_max[:, None])
-        return new_max, total * jnp.exp(row_max - new_max) + jnp.sum(weights, axis=1), weights
+        bigger = jnp.max(scores, axis=1) > row_max
+        top = jnp.argmax(scores, axis=1)
+        left_out = (jnp.arange(size)[None, :] == top[:, None]) & bigger[:, None]
+        new_max = jnp.where(bigger, jnp.take_along_axis(scores, top[:, None], axis=1)[:, 0], row_max)
+        weights = jnp.exp(scores - new_max[:, None])                  # exp(s - m), 0 where removed
+        rest = (jnp.where(bigger, (1.0 + rest) * jnp.exp(row_max - new_max), rest)
+                + jnp.sum(jnp.where(left_out, 0.0, weights), axis=1))
+        return new_max, rest, weights
 
     for (keys, log_q, ids), diagonal, kept in zip(sources, layout, plan):
         length = keys.shape[0]
         for index in range(kept):
             size = min(chunk, length - index * chunk)
-            row_max, total, weights = step(keys, log_q, ids, diagonal, index * chunk, size, row_max, total)
+            row_max, rest, weights = step(keys, log_q, ids, diagonal, index * chunk, size, row_max, rest)
             stored.append((weights, row_max))
 
         def body(start: Any, size: int, carry: Any, keys=keys, log_q=log_q, ids=ids, diagonal=diagonal) -> Any:
             return step(keys, log_q, ids, diagonal, start, size, *carry)[:2]
-        row_max, total = _over_chunks(length, chunk, kept, body, (row_max, total))
-    log_total = jnp.log(total)
+        row_max, rest = _over_chunks(length, chunk, kept, body, (row_max, rest))
+    log_total = jnp.log1p(rest)
     return (row_max - s_pos) + log_total, row_max, log_total, stored
 
 
@@ -119,7 +127,7 @@ def _bwd(layout: tuple, chunk: int, store_bytes: int, residuals: tuple, grad: ja
     q, s_pos, row_ids, sources, row_max, log_total, stored = residuals
     plan = _plan([keys.shape[0] for keys, _, _ in sources], chunk, q.shape[0], q.dtype.itemsize, store_bytes)
     scale = grad * jnp.exp(-log_total)                        # h = g / sum, so that P * g = E * h
-    grad_s_pos = grad * (jnp.exp((s_pos - row_max) - log_total) - 1.0)
+    grad_s_pos = grad * jnp.expm1((s_pos - row_max) - log_total)   # p_pos - 1, exact near 0
     scaled_q = q * scale[:, None]
     grad_q = jnp.zeros_like(q)
     grad_sources = []

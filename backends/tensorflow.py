@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from recloss import kernels
+from recloss._spec import Bound
+from recloss._validate import deferred_message
 from recloss.backends.tensorflow_streaming import streaming_row_losses as _streaming_row_losses
 
 
@@ -27,17 +29,27 @@ class TensorFlowOps:
     def cast(x: tf.Tensor, dtype: str) -> tf.Tensor:
         return tf.cast(x, dtype)
 
+    @staticmethod
+    def cast_int(x: tf.Tensor, dtype: str) -> tf.Tensor:
+        return tf.cast(x, dtype)
+
+    @staticmethod
+    def int_bits() -> int:
+        return 64
+
     rowdot = staticmethod(lambda a, b: tf.reduce_sum(a * b, axis=-1))
     dot_nt = staticmethod(lambda a, b: tf.matmul(a, b, transpose_b=True))
     batch_dot = staticmethod(lambda a, b: tf.einsum("bd,bkd->bk", a, b))
     exp = staticmethod(tf.exp)
     log = staticmethod(tf.math.log)
+    log1p = staticmethod(tf.math.log1p)
     softplus = staticmethod(tf.nn.softplus)
     relu = staticmethod(tf.nn.relu)
     abs = staticmethod(tf.abs)
     sqrt = staticmethod(tf.sqrt)
     rsqrt = staticmethod(tf.math.rsqrt)
     logical_and = staticmethod(tf.logical_and)
+    logical_not = staticmethod(tf.logical_not)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_gradient
@@ -67,11 +79,11 @@ class TensorFlowOps:
     def concat(xs: list[tf.Tensor], axis: int) -> tf.Tensor:
         return tf.concat(xs, axis)
 
+    not_equal = staticmethod(tf.not_equal)
+
     @staticmethod
-    def not_equal(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-        if a.dtype != b.dtype:
-            a, b = tf.cast(a, tf.int64), tf.cast(b, tf.int64)
-        return tf.not_equal(a, b)
+    def first_true(mask: tf.Tensor) -> tf.Tensor:
+        return tf.logical_and(mask, tf.equal(tf.cumsum(tf.cast(mask, tf.int32), axis=-1), 1))
 
     @staticmethod
     def ones_bool(like: tf.Tensor) -> tf.Tensor:
@@ -97,6 +109,31 @@ KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, k
 
 def convert(array: np.ndarray) -> tf.Tensor:
     return tf.convert_to_tensor(array)
+
+
+def check_deferred(bound: Bound, tensors: dict[str, Any]) -> dict[str, Any]:
+    """Run-time checks of the dimensions the validator could not compare at trace time (``None`` sizes in a
+    ``tf.function``'s ``input_signature``): without them ``[3]`` against ``[1]`` would broadcast silently.
+
+    In a graph each check is a ``tf.debugging.assert_equal`` with the validator's words (an
+    ``InvalidArgumentError`` when the function runs). XLA drops assertions, so each check also reshapes a
+    ``[size_a]`` vector to ``[size_b]``, which XLA refuses when the sizes differ; its op is named after the
+    check. The probes feed a 0.0 into the first floating tensor, so that neither check can be pruned.
+    """
+    probes = []
+    for dim, ((first, first_axis), *others) in bound.deferred:
+        expected = tf.shape(tensors[first])[first_axis]
+        for name, axis in others:
+            got = tf.shape(tensors[name])[axis]
+            tf.debugging.assert_equal(expected, got, message=deferred_message(bound, dim, first, name))
+            probe = tf.reshape(tf.zeros(expected[None], tf.bool), got[None],
+                               name=f"recloss_{bound.spec.name}_{name}_needs_{dim}_of_{first}")
+            probes.append(tf.reduce_any(probe))
+    if not probes:
+        return tensors
+    target = next(n for n in bound.spec.tensor_names if bound.dtypes.get(n, "").startswith(("float", "bfloat")))
+    zero = tf.cast(tf.reduce_any(tf.stack(probes)), tensors[target].dtype)
+    return {**tensors, target: tensors[target] + zero}
 
 
 def tracing() -> bool:

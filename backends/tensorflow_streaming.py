@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.eager.record import could_possibly_record  # no public API says whether a tape records
 
 
 #: At most this many chunks are kept from the forward for the backward (see ``store_bytes``).
@@ -31,11 +32,7 @@ def _chunk_scores(q: tf.Tensor, keys: tf.Tensor, log_q: Any, ids: Any, diagonal:
     if diagonal and start < q.shape[0]:
         keep = tf.range(q.shape[0])[:, None] != tf.range(start, stop)[None, :]
     if ids is not None:
-        chunk_ids = ids[start:stop]
-        if chunk_ids.dtype != row_ids.dtype:
-            other = tf.cast(row_ids, tf.int64)[:, None] != tf.cast(chunk_ids, tf.int64)[None, :]
-        else:
-            other = row_ids[:, None] != chunk_ids[None, :]
+        other = row_ids[:, None] != ids[start:stop][None, :]
         keep = other if keep is None else tf.logical_and(keep, other)
     if keep is not None:
         scores = tf.where(keep, scores, tf.constant(float("-inf"), scores.dtype))
@@ -68,31 +65,35 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
     def rows(*tensors: tf.Tensor) -> Any:
         # Eagerly, custom_gradient runs the forward with the caller's tape recording: stop_gradient keeps every
         # chunk's scores off the tape (else the tape would hold all of them until the backward).
-        q, s_pos, *rest = (tf.stop_gradient(t) for t in tensors)
+        q, s_pos, *others = (tf.stop_gradient(t) for t in tensors)
         eager = tf.executing_eagerly()
-        parts = unflatten(rest)
-        row_max = tf.stop_gradient(s_pos)
-        total = tf.ones_like(s_pos)
+        parts = unflatten(others)
+        row_max, rest = s_pos, tf.zeros_like(s_pos)    # m: one maximal candidate; r: sum of exp(s - m) of the others
         stored, used = {}, 0
         for index, (keys, log_q, ids, diagonal) in enumerate(parts):
             for start, stop in _spans(keys.shape[0], chunk):
                 # In a graph (tf.function, XLA), tie each chunk's product to the previous chunk's result, so
                 # that the scheduler cannot run every product first and hold all the chunks' scores at once.
-                q_in = q if eager else q + total[:, None] * 0.0
+                q_in = q if eager else q + rest[:, None] * 0.0
                 _, scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
-                new_max = tf.maximum(row_max, tf.reduce_max(scores, axis=1))
-                weights = tf.exp(scores - new_max[:, None])       # exp(s - m_c), 0 where removed
-                total = total * tf.exp(row_max - new_max) + tf.reduce_sum(weights, 1)
-                row_max = new_max
+                row_max, rest, weights = _merge(scores, row_max, rest)
                 nbytes = q.shape[0] * (stop - start) * q.dtype.size
                 if used + nbytes <= store_bytes and len(stored) < MAX_STORED_CHUNKS:
-                    stored[index, start] = (weights, new_max)   # kept for the backward: no recomputation
+                    stored[index, start] = (weights, row_max)   # kept for the backward: no recomputation
                     used += nbytes
-        log_total = tf.math.log(total)
+        log_total = tf.math.log1p(rest)           # log(sum over all candidates of exp(s - m))
 
         def grad(upstream: tf.Tensor) -> list:
+            if could_possibly_record():
+                # An outer tape is recording this backward (a second derivative): differentiate an ordinary
+                # computation of the same rows, from the inputs as the outer tape sees them.
+                with tf.GradientTape() as tape:
+                    tape.watch(tensors)
+                    again = differentiable_rows(tensors[0], tensors[1], unflatten(list(tensors[2:])), row_ids, chunk)
+                return tape.gradient(again, list(tensors), output_gradients=upstream,
+                                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
             scale = upstream * tf.exp(-log_total)                 # h = g / sum, so that P * g = E * h
-            grad_s_pos = upstream * (tf.exp((s_pos - row_max) - log_total) - 1.0)
+            grad_s_pos = upstream * tf.math.expm1((s_pos - row_max) - log_total)   # p_pos - 1, exact near 0
             scaled_q = q * scale[:, None]
             grad_q = tf.zeros_like(q)
             grads = []
@@ -122,6 +123,34 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
         return (row_max - s_pos) + log_total, grad
 
     return rows(*flat)
+
+
+def _merge(scores: tf.Tensor, row_max: tf.Tensor, rest: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One chunk's ``[B, C]`` scores (-inf where removed) merged into ``(m, r)``; also ``exp(s - m)``.
+
+    Where the chunk holds a new maximum, ``m`` becomes that score itself (gathered, so that a differentiated
+    caller sees the exact log-sum-exp) and that one entry is left out of ``r``."""
+    top = tf.argmax(scores, axis=1, output_type=tf.int32)
+    chunk_max = tf.gather(scores, top, axis=1, batch_dims=1)
+    bigger = chunk_max > row_max
+    new_max = tf.where(bigger, chunk_max, row_max)
+    weights = tf.exp(scores - new_max[:, None])                  # exp(s - m), 0 where removed
+    left_out = tf.logical_and(tf.equal(tf.range(tf.shape(scores)[1])[None, :], top[:, None]), bigger[:, None])
+    rest = (tf.where(bigger, (1.0 + rest) * tf.exp(row_max - new_max), rest)
+            + tf.reduce_sum(tf.where(left_out, tf.zeros_like(weights), weights), axis=1))
+    return new_max, rest, weights
+
+
+def differentiable_rows(q: tf.Tensor, s_pos: tf.Tensor, sources: list, row_ids: Any, chunk: int) -> tf.Tensor:
+    """The same row losses in ordinary differentiable operations (no custom gradient), chunk by chunk."""
+    row_max, rest = s_pos, tf.zeros_like(s_pos)
+    for keys, log_q, ids, diagonal in sources:
+        for start, stop in _spans(keys.shape[0], chunk):
+            _, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+            row_max, rest, _ = _merge(scores, row_max, rest)
+    # Not m - s_pos where m is the positive: its +1 and -1 gradients would cancel what log1p kept.
+    moved = row_max > s_pos
+    return tf.where(moved, row_max - s_pos, tf.zeros_like(s_pos)) + tf.math.log1p(rest)
 
 
 def _join(pieces: list, like: tf.Tensor) -> tf.Tensor:

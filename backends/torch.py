@@ -23,11 +23,20 @@ class TorchOps:
     def cast(x: torch.Tensor, dtype: str) -> torch.Tensor:
         return x.to(DTYPES[dtype])
 
+    @staticmethod
+    def cast_int(x: torch.Tensor, dtype: str) -> torch.Tensor:
+        return x.to(getattr(torch, dtype))
+
+    @staticmethod
+    def int_bits() -> int:
+        return 64
+
     rowdot = staticmethod(lambda a, b: (a * b).sum(-1))
     dot_nt = staticmethod(lambda a, b: a @ b.transpose(-1, -2))
     batch_dot = staticmethod(lambda a, b: torch.einsum("bd,bkd->bk", a, b))
     exp = staticmethod(torch.exp)
     log = staticmethod(torch.log)
+    log1p = staticmethod(torch.log1p)
     softplus = staticmethod(F.softplus)
     relu = staticmethod(torch.relu)
     abs = staticmethod(torch.abs)
@@ -37,6 +46,7 @@ class TorchOps:
     concat = staticmethod(torch.cat)
     not_equal = staticmethod(torch.ne)
     logical_and = staticmethod(torch.logical_and)
+    logical_not = staticmethod(torch.logical_not)
     stop_gradient = staticmethod(torch.Tensor.detach)
 
     @staticmethod
@@ -54,6 +64,10 @@ class TorchOps:
     @staticmethod
     def top_k(x: torch.Tensor, k: int) -> torch.Tensor:
         return torch.topk(x, k, dim=-1).values
+
+    @staticmethod
+    def first_true(mask: torch.Tensor) -> torch.Tensor:
+        return mask & (mask.cumsum(-1) == 1)
 
     @staticmethod
     def ones_bool(like: torch.Tensor) -> torch.Tensor:

@@ -98,29 +98,36 @@ MAX_STORED_CHUNKS = 8
 
 
 class _StreamingRows(torch.autograd.Function):
+    generate_vmap_rule = True     # torch.func.vmap runs the forward and backward per batch element
     @staticmethod
     def forward(layout: tuple, chunk: int, store_bytes: int, q: torch.Tensor, s_pos: torch.Tensor,
                 *tensors: Any) -> tuple:
         row_ids, sources = tensors[0], _unflatten(layout, tensors)
         plan = _plan(layout, [keys.shape[0] for keys, *_ in sources], chunk, q.shape[0], q.element_size(),
                      store_bytes)
-        row_max = s_pos.detach().clone()
-        total = torch.ones_like(row_max)
+        row_max = s_pos.detach().clone()      # m: one maximal candidate so far (the positive first)
+        rest = torch.zeros_like(row_max)      # r: sum of exp(s - m) over every other candidate so far
         stored = []
         compiling = torch.compiler.is_compiling()
         for index, start, stop, keep in plan:
             keys, log_q, ids, diagonal = sources[index]
             # Under torch.compile, tie each chunk's product to the previous chunk's result, so that the
             # scheduler cannot run every product first and hold all the chunks' scores at once.
-            q_in = q + (total[:, None] * 0.0) if compiling else q
+            q_in = q + (rest[:, None] * 0.0) if compiling else q
             scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
-            new_max = torch.maximum(row_max, scores.amax(1))
-            weights = scores.sub_(new_max[:, None]).exp_()          # exp(s - m_c), 0 where removed
-            total = total * torch.exp(row_max - new_max) + weights.sum(1)
+            chunk_max, top = scores.max(1)
+            bigger = chunk_max > row_max
+            new_max = torch.where(bigger, chunk_max, row_max)
+            weights = scores.sub_(new_max[:, None]).exp_()           # exp(s - m), 0 where removed
+            top = top[:, None]
+            top_weight = weights.gather(1, top)
+            # Where the chunk holds the new maximum, that one entry is m itself: leave it out of r.
+            weights.scatter_(1, top, torch.where(bigger[:, None], 0.0, top_weight))
+            rest = torch.where(bigger, (1.0 + rest) * torch.exp(row_max - new_max), rest) + weights.sum(1)
             row_max = new_max
             if keep:
-                stored += [weights, new_max]
-        log_total = torch.log(total)
+                stored += [weights.scatter_(1, top, top_weight), new_max]
+        log_total = torch.log1p(rest)         # log(sum over all candidates of exp(s - m))
         return ((row_max - s_pos) + log_total, row_max, log_total, *stored)
 
     @staticmethod
@@ -134,6 +141,8 @@ class _StreamingRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, *_unused: Any) -> tuple:
+        if torch.is_grad_enabled():   # create_graph=True: this backward will itself be differentiated
+            return _differentiable_backward(ctx, grad)
         q, s_pos, row_max, log_total, *rest = ctx.saved_tensors
         stored, rest = rest[:ctx.num_stored], rest[ctx.num_stored:]
         tensors = tuple(rest) if ctx.has_row_ids else (None, *rest)
@@ -142,7 +151,7 @@ class _StreamingRows(torch.autograd.Function):
                      ctx.store_bytes)
         compiling = torch.compiler.is_compiling()
         scale = grad * torch.exp(-log_total)                     # h = g / sum, so that P * g = E * h
-        grad_s_pos = grad * (torch.exp((s_pos - row_max) - log_total) - 1.0)
+        grad_s_pos = grad * torch.expm1((s_pos - row_max) - log_total)   # p_pos - 1, exact near 0
         grad_q = torch.zeros_like(q)
         scaled_q = q * scale[:, None]
         # Per-chunk pieces, concatenated at the end (slice assignment into one buffer becomes a full copy per
@@ -179,6 +188,59 @@ class _StreamingRows(torch.autograd.Function):
             if log_q_at is not None:
                 grads[log_q_at] = grad_l if grads[log_q_at] is None else grads[log_q_at] + grad_l
         return (None, None, None, grad_q * scale[:, None], grad_s_pos, *grads)
+
+
+def _saved(ctx: Any) -> tuple:
+    """``q``, ``s_pos``, ``row_ids`` and the sources from the saved tensors."""
+    q, s_pos, _, _, *rest = ctx.saved_tensors
+    tensors = tuple(rest[ctx.num_stored:]) if ctx.has_row_ids else (None, *rest[ctx.num_stored:])
+    return q, s_pos, tensors, _unflatten(ctx.layout, tensors)
+
+
+def _log_sum_exp(q: torch.Tensor, s_pos: torch.Tensor, sources: list, row_ids: Any, chunk: int) -> tuple:
+    """``(m, log1p(r))`` of every row in ordinary differentiable operations, chunk by chunk: ``m`` is the
+    chosen score itself (gathered), so derivatives of every order are those of the exact log-sum-exp."""
+    row_max, rest = s_pos, torch.zeros_like(s_pos)
+    for keys, log_q, ids, diagonal in sources:
+        for start in range(0, keys.shape[0], chunk):
+            scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, min(start + chunk, keys.shape[0]))
+            chunk_max, top = scores.max(1)
+            bigger = chunk_max > row_max
+            new_max = torch.where(bigger, scores.gather(1, top[:, None])[:, 0], row_max)
+            left_out = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top[:, None], bigger[:, None])
+            weights = torch.exp(torch.where(left_out, _NEG_INF, scores - new_max[:, None]))
+            rest = torch.where(bigger, (1.0 + rest) * torch.exp(row_max - new_max), rest) + weights.sum(1)
+            row_max = new_max
+    return row_max, torch.log1p(rest)
+
+
+def _differentiable_backward(ctx: Any, grad: torch.Tensor) -> tuple:
+    """The backward written in ordinary differentiable operations (with ``create_graph=True``, and under
+    ``torch.func`` transforms), so that autograd can differentiate it again: Hessians, gradient penalties,
+    meta-learning. ``P = exp(s - logsumexp)`` chunk by chunk; autograd then keeps every chunk (the memory of
+    the materialised block)."""
+    q, s_pos, tensors, sources = _saved(ctx)
+    row_ids = tensors[0]
+    row_max, log_total = _log_sum_exp(q, s_pos, sources, row_ids, ctx.chunk)
+    log_norm = row_max + log_total
+    grad_q = torch.zeros_like(q)
+    grads: list[Any] = [None] * len(tensors)
+    for (keys_at, log_q_at, _, _), (keys, log_q, ids, diagonal) in zip(ctx.layout, sources):
+        key_grads, log_q_grads = [], []
+        for start in range(0, keys.shape[0], ctx.chunk):
+            stop = min(start + ctx.chunk, keys.shape[0])
+            scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+            weighted = torch.exp(scores - log_norm[:, None]) * grad[:, None]     # g P, 0 where removed
+            grad_q = grad_q + weighted @ keys[start:stop]
+            key_grads.append(weighted.transpose(0, 1) @ q)
+            log_q_grads.append(-weighted.sum(0))
+        grad_keys = torch.cat(key_grads, 0) if key_grads else torch.zeros_like(keys)
+        grads[keys_at] = grad_keys if grads[keys_at] is None else grads[keys_at] + grad_keys
+        if log_q_at is not None:
+            grad_log_q = torch.cat(log_q_grads, 0) if log_q_grads else torch.zeros_like(log_q)
+            grads[log_q_at] = grad_log_q if grads[log_q_at] is None else grads[log_q_at] + grad_log_q
+    grad_s_pos = grad * torch.expm1((s_pos - row_max) - log_total)               # p_pos - 1, exact near 0
+    return (None, None, None, grad_q, grad_s_pos, *grads)
 
 
 def _join(pieces: list, like: torch.Tensor) -> torch.Tensor:

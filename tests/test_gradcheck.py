@@ -69,3 +69,41 @@ def test_gradients_match_finite_differences(loss: str, index: int, backend: str)
         theoretical, numerical = tf.test.compute_gradient(lambda *t: loss_of(*t, fixed=fixed), xs, delta=1e-6)
         for name, t, n in zip(wrt, theoretical, numerical):
             np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("loss, index", CASES)
+def test_second_derivatives_match_finite_differences(loss: str, index: int, backend: str) -> None:
+    """Gradient penalties, Hessians and meta-learning differentiate the gradient: every loss and case (the
+    forced streaming ones included, whose custom backwards must then be differentiable too), float64."""
+    inputs, wrt, loss_of = _problem(loss, index)
+    fixed_np = {k: v for k, v in inputs.items() if k not in wrt}
+    if backend == "torch":
+        import torch
+
+        fixed = {k: None if v is None else torch.tensor(v) for k, v in fixed_np.items()}
+        xs = tuple(torch.tensor(inputs[n], requires_grad=True) for n in wrt)
+        assert torch.autograd.gradgradcheck(lambda *t: loss_of(*t, fixed=fixed), xs, eps=1e-6, atol=1e-5,
+                                            rtol=1e-4)
+    elif backend == "jax":
+        import jax
+        from jax.test_util import check_grads
+
+        with jax.enable_x64(True):
+            fixed = {k: None if v is None else jax.numpy.asarray(v) for k, v in fixed_np.items()}
+            xs = tuple(jax.numpy.asarray(inputs[n]) for n in wrt)
+            check_grads(lambda *t: loss_of(*t, fixed=fixed), xs, order=2, modes=["rev"], eps=1e-6,
+                        atol=1e-5, rtol=1e-4)
+    else:
+        import tensorflow as tf
+
+        fixed = {k: None if v is None else tf.constant(v) for k, v in fixed_np.items()}
+        xs = [tf.constant(inputs[n]) for n in wrt]
+
+        def gradient_norm(*t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                value = loss_of(*t, fixed=fixed)
+            return tf.add_n([tf.reduce_sum(g * g) for g in tape.gradient(value, t)])
+        theoretical, numerical = tf.test.compute_gradient(gradient_norm, xs, delta=1e-6)
+        for name, t, n in zip(wrt, theoretical, numerical):
+            np.testing.assert_allclose(t, n, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -27,12 +27,6 @@ def _full(spec) -> int:
     return max(range(len(spec.cases)), key=lambda i: (len(spec.cases[i].forms), -i))
 
 
-#: The streaming softmax's torch.autograd.Function has no vmap rule yet (torch.func.grad works).
-STREAMING_VMAP = pytest.mark.xfail(raises=RuntimeError, strict=True,
-                                   reason="torch.func.vmap over the streaming softmax's autograd.Function")
-TORCH_FUNC_CASES = [pytest.param(*p.values, id=p.id, marks=[STREAMING_VMAP] if CATALOGUE[p.values[0]].cases[
-    p.values[1]].options.get("implementation") == "streaming" else []) for p in ALL_CASES]
-
 ONE_CASE = [pytest.param(name, _full(spec), id=name) for name, spec in CATALOGUE.items()]
 
 
@@ -146,7 +140,7 @@ def _torch():
     return pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("loss, index", TORCH_FUNC_CASES)
+@pytest.mark.parametrize("loss, index", ALL_CASES)
 def test_torch_func_grad_and_vmap(loss: str, index: int) -> None:
     torch = _torch()
     from torch.func import grad, vmap

@@ -13,6 +13,7 @@ Numerics, the same on every backend:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Protocol
 
 from recloss._spec import Bound
@@ -25,7 +26,9 @@ NORM_EPS_SQUARED = 1e-24
 class Ops(Protocol):
     """The array operations a backend supplies. ``x[:, None]`` indexing and ``+ - * /`` are used directly."""
 
-    def cast(self, x: Any, dtype: str) -> Any: ...
+    def cast(self, x: Any, dtype: str) -> Any: ...            # to a floating dtype
+    def cast_int(self, x: Any, dtype: str) -> Any: ...        # to an integer dtype, e.g. "int64"
+    def int_bits(self) -> int: ...                            # the widest integer dtype's bits (64; JAX x32: 32)
     def rowdot(self, a: Any, b: Any) -> Any: ...          # [B, D], [B, D] -> [B]
     def dot_nt(self, a: Any, b: Any) -> Any: ...          # [B, D], [N, D] -> [B, N]
     def batch_dot(self, a: Any, b: Any) -> Any: ...       # [B, D], [B, K, D] -> [B, K]
@@ -34,6 +37,7 @@ class Ops(Protocol):
     def maximum(self, a: Any, b: Any) -> Any: ...
     def exp(self, x: Any) -> Any: ...
     def log(self, x: Any) -> Any: ...
+    def log1p(self, x: Any) -> Any: ...
     def softplus(self, x: Any) -> Any: ...
     def relu(self, x: Any) -> Any: ...
     def abs(self, x: Any) -> Any: ...
@@ -45,6 +49,8 @@ class Ops(Protocol):
     def concat(self, xs: list[Any], axis: int) -> Any: ...
     def not_equal(self, a: Any, b: Any) -> Any: ...
     def logical_and(self, a: Any, b: Any) -> Any: ...
+    def logical_not(self, a: Any) -> Any: ...
+    def first_true(self, mask: Any) -> Any: ...          # True only at the first True along the last axis
     def ones_bool(self, like: Any) -> Any: ...           # all-True boolean tensor shaped like `like`
     def row_index(self, x: Any) -> Any: ...              # arange(x.shape[0]) as integers
     def size(self, x: Any, axis: int) -> Any: ...        # x.shape[axis]: an int, or a scalar tensor if unknown
@@ -62,10 +68,11 @@ def upcast(ops: Ops, bound: Bound, x: Any) -> Any:
 
 
 def scalar(ops: Ops, bound: Bound, value: Any) -> Any:
-    """A number option (``temperature``, ``margin``) ready for the math: NumPy scalars and 0-d arrays become
-    Python floats, a framework tensor is cast to the call's compute dtype (the gradient still flows to it),
-    so the option never changes the result's dtype and TensorFlow never sees two dtypes."""
-    if isinstance(value, (int, float)) or type(value).__module__ == "numpy":
+    """A number option (``temperature``, ``margin``) ready for the math: any real number (``int``, ``float``,
+    ``fractions.Fraction``, NumPy scalars and 0-d arrays) becomes a Python float, a framework tensor is cast to
+    the call's compute dtype (the gradient still flows to it), so the option never changes the result's dtype
+    and TensorFlow never sees two dtypes."""
+    if isinstance(value, numbers.Real) or type(value).__module__ == "numpy":
         return float(value)
     return ops.cast(value, bound.dtype)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from recloss._spec import Bound
-from recloss.kernels._common import (Ops, l2_normalize, nonfinite_guard, reduce_rows, safe_mean, safe_sqrt, scalar,
-                                     upcast)
+from recloss.kernels._common import (Ops, known_only_at_run_time, l2_normalize, nonfinite_guard, reduce_rows,
+                                     safe_mean, safe_sqrt, scalar, upcast)
 
 
 def pairwise_negatives(bound: Bound, neg: Any) -> Any:
@@ -37,8 +37,13 @@ def sigmoid_cross_entropy_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit
     if bound.form("neg_logit") == ("M",) or (one_dim and reduction == "mean" and weight is None):
         # A [B] `neg_logit` under the default reduction gives the same number as the [M] formula, which is
         # therefore also right when B and M are unknown at trace time and the validator could not tell them apart.
-        return (safe_mean(ops, ops.softplus(-pos), 0) + safe_mean(ops, ops.softplus(neg), 0)
-                + nonfinite_guard(ops, pos, neg))
+        value = safe_mean(ops, ops.softplus(-pos), 0) + safe_mean(ops, ops.softplus(neg), 0)
+        batch = ops.size(pos, 0)    # no positive row (B = 0): 0, as every loss gives for an empty batch
+        if known_only_at_run_time(batch):
+            value = ops.where(batch > 0, value, 0.0)
+        elif batch == 0:
+            value = value * 0.0
+        return value + nonfinite_guard(ops, pos, neg)
     rows = ops.softplus(-pos) + safe_mean(ops, ops.softplus(pairwise_negatives(bound, neg)), 1)
     return reduce_rows(ops, rows, weight, reduction, (pos, neg))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from recloss._spec import Bound
+from recloss._validate import check_comparable_ids
 from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, reduce_rows, scalar,
                                      upcast)
 
@@ -22,7 +23,8 @@ def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temp
     """Row losses ``logsumexp([s_pos, kept s_k]) - s_pos``, ``[B]``, in the order the catalogue documents.
 
     ``s = logit / temperature - log_q``; then candidates with ``keep`` False are removed; then only the
-    ``num_hard_negatives`` largest remaining negatives are kept.
+    ``num_hard_negatives`` largest remaining negatives are kept. Removed entries must already hold finite
+    values (the callers zero masked inputs first), so that no gradient of theirs is NaN.
     """
     s_pos = pos_logit / temperature
     s_neg = neg_logit / temperature
@@ -39,14 +41,35 @@ def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temp
             s_neg = ops.where(keep, s_neg, NEG_INF)
         k = min(num_hard_negatives, num_neg) if static else ops.minimum(num_hard_negatives, num_neg)
         s_neg = ops.top_k(s_neg, k)
-        keep = None if keep is None else s_neg > NEG_INF
-    # Removed candidates take the positive's logit, which can neither raise the row maximum nor overflow.
-    filled = s_neg if keep is None else ops.where(keep, s_neg, s_pos[:, None])
-    row_max = ops.stop_gradient(ops.maximum(s_pos, ops.max(filled, 1)))
-    terms = ops.exp(filled - row_max[:, None])
-    if keep is not None:
-        terms = ops.where(keep, terms, 0.0)
-    return (row_max - s_pos) + ops.log(ops.exp(s_pos - row_max) + ops.sum(terms, 1))
+        if keep is not None:
+            keep = s_neg > NEG_INF
+            s_neg = ops.where(keep, s_neg, 0.0)
+    return log1p_row_losses(ops, s_pos, s_neg, keep)
+
+
+def log1p_row_losses(ops: Ops, s_pos: Any, s_neg: Any, keep: Any) -> Any:
+    """``logsumexp([s_pos, kept s_k]) - s_pos`` as ``(m - s_pos) + log1p(r)``, ``[B]``.
+
+    ``m`` is one maximal candidate of the row (the positive on ties) and ``r`` the sum of ``exp(s - m)`` over
+    every other kept candidate. Leaving the maximum out of the sum keeps what ``log(1 + r)`` would round away:
+    a confident row (the positive 20 or more above every negative) keeps its loss ``~ exp(-gap)`` and a
+    gradient of the right sign in float32. ``m`` is the chosen entry itself (not a stop-gradient constant), so
+    every derivative of every order is that of the exact log-sum-exp, ties included. Removed entries
+    (``keep`` False) must hold finite values; they contribute exactly 0 to value and gradient.
+    """
+    candidates = s_neg if keep is None else ops.where(keep, s_neg, NEG_INF)
+    neg_max = ops.max(candidates, 1)
+    pos_wins = s_pos >= neg_max                                  # ties go to the positive
+    top = ops.logical_and(ops.first_true(candidates >= neg_max[:, None]),
+                          ops.logical_not(pos_wins)[:, None])    # the one negative taken as the maximum
+    neg_top = ops.sum(ops.where(top, s_neg, 0.0), 1)
+    m = ops.where(pos_wins, s_pos, neg_top)
+    others = ops.logical_not(top) if keep is None else ops.logical_and(keep, ops.logical_not(top))
+    # exp(-inf) = 0 with a zero gradient: left-out entries never reach exp with a value that could overflow.
+    rest = (ops.sum(ops.exp(ops.where(others, s_neg - m[:, None], NEG_INF)), 1)
+            + ops.exp(ops.where(pos_wins, NEG_INF, s_pos - m)))
+    # Not m - s_pos where the positive is m: its two gradients (+1 and -1) would cancel what log1p kept.
+    return ops.where(pos_wins, 0.0, neg_top - s_pos) + ops.log1p(rest)
 
 
 def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
@@ -154,16 +177,27 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
 # The losses. Each takes (ops, bound, **arguments) and returns the reduced loss.
 
 
+def comparable_ids(ops: Ops, bound: Bound, pos_ids: Any, neg_ids: Any) -> tuple[Any, Any]:
+    """``pos_ids`` and ``neg_ids`` in one integer dtype that holds every value of both, so that ``==`` compares
+    them by value on every backend (e.g. int64 with uint32 -> int64); ids of one dtype are returned as they are."""
+    if neg_ids is None or bound.dtypes["pos_ids"] == bound.dtypes["neg_ids"]:
+        return pos_ids, neg_ids
+    common = check_comparable_ids(bound, "pos_ids", "neg_ids", ops.int_bits())
+    return ops.cast_int(pos_ids, common), ops.cast_int(neg_ids, common)
+
+
 def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_mask: Any, temperature: Any,
                  pos_log_q: Any, neg_log_q: Any, num_hard_negatives: int | None, sample_weight: Any,
                  reduction: str) -> Any:
     pos, neg, pos_q, neg_q, weight = (upcast(ops, bound, x)
                                       for x in (pos_logit, neg_logit, pos_log_q, neg_log_q, sample_weight))
+    if neg_mask is not None:
+        # Removed entries may hold anything (inf, NaN): zero them before any arithmetic, so that neither the
+        # value nor any gradient (the temperature's included) can see them.
+        neg, neg_q = (None if x is None else ops.where(neg_mask, x, 0.0) for x in (neg, neg_q))
     rows = softmax_row_losses(ops, pos, neg, neg_mask, scalar(ops, bound, temperature), pos_q, neg_q,
                               num_hard_negatives)
-    kept = (neg, neg_q) if neg_mask is None else tuple(None if x is None else ops.where(neg_mask, x, 0.0)
-                                                       for x in (neg, neg_q))
-    return reduce_rows(ops, rows, weight, reduction, (pos, pos_q, *kept))
+    return reduce_rows(ops, rows, weight, reduction, (pos, pos_q, neg, neg_q))
 
 
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
@@ -172,6 +206,7 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
                          reduction: str, implementation: str = "auto") -> Any:
     q, p, n, pos_q, neg_q, weight = (upcast(ops, bound, x)
                                      for x in (query_emb, pos_emb, neg_emb, pos_log_q, neg_log_q, sample_weight))
+    pos_ids, neg_ids = comparable_ids(ops, bound, pos_ids, neg_ids)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature),
                                 in_batch=(neg_emb is None) if in_batch is None else in_batch,
                                 pos_log_q=pos_q, neg_log_q=neg_q, pos_ids=pos_ids, neg_ids=neg_ids,

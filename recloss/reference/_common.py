@@ -1,4 +1,4 @@
-"""What the float64 references share: conversion, a plain logsumexp and softplus, empty-safe means, and the
+"""What the float64 references share: conversion, softplus, empty-safe means, and the
 reduction with its non-finite rule. Written for reading, not speed; nothing here is shared with the kernels."""
 
 from __future__ import annotations
@@ -10,11 +10,6 @@ import numpy as np
 
 def f64(x: Any) -> np.ndarray | None:
     return None if x is None else np.asarray(x, dtype=np.float64)
-
-
-def logsumexp(values: np.ndarray) -> float:
-    top = np.max(values)
-    return float(top + np.log(np.sum(np.exp(values - top))))
 
 
 def softplus(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,8 @@ def _as_rows(neg: np.ndarray, batch: int) -> np.ndarray:
 def sigmoid_cross_entropy_loss(pos_logit, neg_logit, *, sample_weight=None, reduction="mean"):
     pos, neg = f64(pos_logit), f64(neg_logit)
     if neg.ndim == 1 and neg.shape[0] != pos.shape[0]:
-        return reduce(np.asarray(mean(softplus(-pos)) + mean(softplus(neg))), None, "sum", (pos, neg))
+        value = mean(softplus(-pos)) + mean(softplus(neg)) if pos.size else 0.0   # an empty batch: 0
+        return reduce(np.asarray(value), None, "sum", (pos, neg))
     rows = softplus(-pos) + mean(softplus(_as_rows(neg, pos.shape[0])), axis=1)
     return reduce(rows, sample_weight, reduction, (pos, neg))
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from recloss.reference._common import f64, l2_normalize, logsumexp, reduce
+from recloss.reference._common import f64, l2_normalize, reduce
 
 
 def _softmax_row(s_pos: float, candidates: np.ndarray, num_hard_negatives: int | None) -> float:
-    """``logsumexp([s_pos, candidates]) - s_pos`` after keeping the ``num_hard_negatives`` largest candidates."""
+    """``logsumexp([s_pos, candidates]) - s_pos`` after keeping the ``num_hard_negatives`` largest candidates.
+
+    Written as ``(m - s_pos) + log1p(sum of exp(v - m) over every value but one maximum m)``: the sum of the
+    others is then not added to 1 before the logarithm, so a confident row keeps its loss ``~ exp(-gap)`` even
+    when that is below float64's resolution of 1.
+    """
     if num_hard_negatives is not None:
         candidates = np.sort(candidates)[::-1][:num_hard_negatives]
-    return logsumexp(np.concatenate([[s_pos], candidates])) - s_pos
+    values = np.concatenate([[s_pos], candidates])
+    top = int(np.argmax(values))                       # the first maximum: the positive on ties
+    others = np.delete(values, top)
+    return float(values[top] - s_pos + np.log1p(np.sum(np.exp(others - values[top]))))
 
 
 def softmax_loss(pos_logit, neg_logit, *, neg_mask=None, temperature=1.0, pos_log_q=None, neg_log_q=None,
