@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from recloss._dispatch import framework_of, load_backend, resolve_backend
+from recloss._convert import convert_numpy
+from recloss._dispatch import load_backend, resolve_backend
 from recloss._spec import LossSpec
 from recloss._validate import is_tensor_like, validate
 
@@ -27,8 +28,10 @@ def call(spec: LossSpec, backend: str | None, values: dict[str, Any]) -> Any:
     name = resolve_backend(spec.name, backend, candidates)
     module = load_backend(name)
     if name != "numpy":
-        tensors = {key: _convert(module, x) for key, x in tensors.items()}
+        tensors = convert_numpy(spec, module, tensors)
     bound = validate(spec, tensors, options, module.concrete, not module.tracing())
+    if bound.deferred:    # sizes unknown at trace time (TensorFlow graphs): compare them when they are known
+        tensors = module.check_deferred(bound, tensors)
     return module.KERNELS[spec.name](bound, **tensors, **options)
 
 
@@ -38,10 +41,6 @@ def _as_array(x: Any) -> Any:
     if isinstance(x, (list, tuple, int, float)):
         return np.asarray(x)
     return x
-
-
-def _convert(module: Any, x: Any) -> Any:
-    return module.convert(x) if x is not None and framework_of(x) == "numpy" else x
 
 
 def _docstring(spec: LossSpec) -> str:

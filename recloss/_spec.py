@@ -51,6 +51,23 @@ def kind_of_dtype(name: str) -> str:
     return name
 
 
+def common_int_dtype(a: str, b: str, bits: int = 64) -> str | None:
+    """The narrowest integer dtype (at most ``bits`` wide) that holds every value of dtypes ``a`` and ``b``,
+    or None where none does (``uint64`` with a signed dtype; ``uint32`` with a signed one at 32 bits).
+
+    ``common_int_dtype("int64", "uint32") == "int64"``; ``common_int_dtype("int8", "uint8") == "int16"``.
+    """
+    def split(name: str) -> tuple[bool, int]:
+        return name.startswith("int"), int(name.removeprefix("u").removeprefix("int"))
+    (signed_a, width_a), (signed_b, width_b) = split(a), split(b)
+    if signed_a == signed_b:
+        width = max(width_a, width_b)
+        return (f"int{width}" if signed_a else f"uint{width}") if width <= bits else None
+    signed_width, unsigned_width = (width_a, width_b) if signed_a else (width_b, width_a)
+    width = max(signed_width, 2 * unsigned_width)   # a signed dtype holds an unsigned one of half its width
+    return f"int{width}" if width <= bits else None
+
+
 @dataclass(frozen=True)
 class Arg:
     """A tensor argument.
@@ -122,6 +139,11 @@ class Bound:
     present: frozenset[str]
     options: Mapping[str, Any]
     dtype: str
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+    #: Dimensions that are unknown at trace time somewhere: ``(dim, ((argument, axis), ...))`` for every
+    #: dimension named by two or more arguments, to be checked when the sizes are known (see
+    #: :func:`recloss._validate.deferred_dimensions`).
+    deferred: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 
     def form(self, name: str) -> Shape | None:
         """The shape an argument matched, e.g. ``("N", "D")``, or None if it was not given."""
@@ -145,7 +167,7 @@ class LossSpec:
     example: str = ""
     references: tuple[str, ...] = ()
     notes: str = ""
-    rules: Callable[[Bound], None] | None = None
+    rules: Callable[[Bound], Bound | None] | None = None   # cross-argument checks; may return a new Bound
     keywords: tuple[str, ...] = ()
 
     @property

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from recloss._spec import (BOOL, FLOAT, FLOAT_DTYPES, INT, INT_DTYPES, Bound, LossSpec, Option,
-                           format_shape, kind_of_dtype)
+                           common_int_dtype, format_shape, kind_of_dtype)
 from recloss.errors import DTypeError, OptionError, ShapeError
 
 _KIND_TEXT = {
@@ -178,6 +178,8 @@ def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, 
     dims: dict[str, tuple[Any, str]] = {}
     forms: dict[str, int] = {}
     float_dtypes: list[str] = []
+    dtypes: dict[str, str] = {}
+    seen: dict[str, list[tuple[str, int, Any]]] = {}   # dimension -> (argument, axis, size) where it occurs
     for arg in spec.args:
         x = tensors.get(arg.name)
         if x is None:
@@ -190,6 +192,7 @@ def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, 
         name = dtype_name(x.dtype)
         if kind_of_dtype(name) != arg.kind:
             raise DTypeError(f"{spec.name}: `{arg.name}` must be {_KIND_TEXT[arg.kind]}; got {name}")
+        dtypes[arg.name] = name
         if arg.kind == FLOAT:
             float_dtypes.append(name)
         shape = shape_of(x)
@@ -200,6 +203,8 @@ def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, 
             if new is not None:
                 forms[arg.name] = index
                 dims.update({d: (size, arg.name) for d, (size, _) in new.items()})
+                for axis, (dim, size) in enumerate(zip(declared, shape)):
+                    seen.setdefault(dim, []).append((arg.name, axis, size))
                 break
         else:
             raise ShapeError(_shape_message(spec, arg.name, arg.shapes, dims, shape))
@@ -207,12 +212,21 @@ def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, 
             _check_nonnegative(spec, arg.name, x, concrete)
 
     dtype = "float64" if "float64" in float_dtypes else "float32"
+    deferred = tuple((dim, tuple((name, axis) for name, axis, _ in places)) for dim, places in seen.items()
+                     if len(places) > 1 and any(size is None for _, _, size in places))
     bound = Bound(spec=spec, forms=forms, dims={d: size for d, (size, _) in dims.items()},
                   present=frozenset(n for n in spec.tensor_names if tensors.get(n) is not None),
-                  options=options, dtype=dtype)
+                  options=options, dtype=dtype, dtypes=dtypes, deferred=deferred)
     if spec.rules is not None:
-        spec.rules(bound)
+        bound = spec.rules(bound) or bound
     return bound
+
+
+def deferred_message(bound: Bound, dim: str, first: str, name: str) -> str:
+    """The message of a run-time check of a dimension unknown at trace time, in the shared format."""
+    arg = bound.spec.arg(name)
+    return (f"{bound.spec.name}: `{name}` must have shape {arg.shape_text} with {dim} from `{first}`; "
+            f"the sizes of {dim} at run time (`{first}`, `{name}`) differ")
 
 
 def _shape_message(spec: LossSpec, name: str, shapes: tuple[tuple[str, ...], ...],
@@ -223,6 +237,18 @@ def _shape_message(spec: LossSpec, name: str, shapes: tuple[tuple[str, ...], ...
              if d in dims and dims[d][0] is not None]
     with_known = f" with {', '.join(known)}" if known else ""
     return f"{spec.name}: `{name}` must have shape {expected}{with_known}; got {got}"
+
+
+def check_comparable_ids(bound: Bound, a: str, b: str, bits: int = 64) -> str:
+    """The integer dtype in which ids ``a`` and ``b`` are compared by value; :class:`DTypeError` if none holds
+    both (``uint64`` with a signed dtype, or, at ``bits=32``, ``uint32`` with a signed one)."""
+    dtype_a, dtype_b = bound.dtypes[a], bound.dtypes[b]
+    common = common_int_dtype(dtype_a, dtype_b, bits)
+    if common is None:
+        where = "" if bits == 64 else " in 32-bit JAX (enable jax_enable_x64, or pass the ids as NumPy arrays)"
+        fail(bound, f"`{a}` and `{b}` are compared by value, which needs an integer dtype holding both{where}; "
+                    f"got {dtype_a} and {dtype_b} (convert them to one dtype)", DTypeError)
+    return common
 
 
 def fail(bound: Bound, message: str, error: type[Exception] = OptionError) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from recloss._spec import Bound, Case, LossSpec, Option, tensor
 from recloss._validate import fail
 from recloss.losses._shared import MARGIN, REDUCTION, RETURNS, SAMPLE_WEIGHT
@@ -10,13 +12,17 @@ from recloss.losses._shared import MARGIN, REDUCTION, RETURNS, SAMPLE_WEIGHT
 PAIRWISE_SHAPES = ("[B]", "[B, K]")
 
 
-def _sigmoid_rules(bound: Bound) -> None:
-    if bound.form("neg_logit") == ("M",):
-        reduction = bound.options["reduction"]
-        if reduction != "mean" or "sample_weight" in bound.present:
-            got = f"reduction={reduction!r}" + (" with `sample_weight`" if "sample_weight" in bound.present else "")
-            fail(bound, "with `neg_logit` of shape [M] (M != B) only reduction='mean' without `sample_weight` "
-                        f"is defined; got {got}")
+def _sigmoid_rules(bound: Bound) -> Bound | None:
+    default_reduction = bound.options["reduction"] == "mean" and "sample_weight" not in bound.present
+    if bound.form("neg_logit") == ("M",) and not default_reduction:
+        got = f"reduction={bound.options['reduction']!r}" + (
+            " with `sample_weight`" if "sample_weight" in bound.present else "")
+        fail(bound, "with `neg_logit` of shape [M] (M != B) only reduction='mean' without `sample_weight` "
+                    f"is defined; got {got}")
+    if bound.form("neg_logit") == ("B",) and default_reduction:
+        # [B] and [M] negatives give the same value here: sizes unknown at trace time need no run-time check.
+        return replace(bound, deferred=tuple(d for d in bound.deferred if d[0] != "B"))
+    return None
 
 
 SIGMOID_CROSS_ENTROPY = LossSpec(

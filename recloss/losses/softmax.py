@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from recloss._spec import BOOL, INT, Bound, Case, LossSpec, Option, tensor
-from recloss._validate import fail
+from recloss._validate import check_comparable_ids, fail
 from recloss.losses._shared import REDUCTION, RETURNS, SAMPLE_WEIGHT, temperature
 
 NUM_HARD = Option("num_hard_negatives", None, "optional_count", annotation="int | None",
@@ -34,6 +34,8 @@ def _negative_source_rules(bound: Bound, in_batch: bool) -> None:
     if "neg_ids" in present and "pos_ids" not in present:
         fail(bound, "`neg_ids` needs `pos_ids` (a negative is removed where its id equals the row's positive "
                     "id); got `neg_ids` without `pos_ids`")
+    if "neg_ids" in present:
+        check_comparable_ids(bound, "pos_ids", "neg_ids")
     shared = bound.form("neg_emb") == ("N", "D")
     for name in ("neg_log_q", "neg_ids"):
         form = bound.form(name)
