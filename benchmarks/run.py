@@ -142,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="repeatable; default: all installed")
     parser.add_argument("--shape", action="append", type=_shape, help="B,N,D (repeatable); default: the three")
     parser.add_argument("--workload", action="append", help="only these workloads (loss keys or baselines)")
-    parser.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder")
+    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results for a full run, "
+                                                    "benchmarks/results/tmp/quick for --quick, which is ignored "
+                                                    "by git, so a smoke run never overwrites the committed results)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
     parser.add_argument("--no-overhead", action="store_true", help="skip the dispatch-overhead measurement")
     args = parser.parse_args(argv)
 
+    if args.out is None:
+        args.out = os.path.join(HERE, "results", "tmp", "quick") if args.quick else os.path.join(HERE, "results")
     backends = args.backend or installed_backends()
     shapes = args.shape or list(QUICK_SHAPES if args.quick else SHAPES)
     configs = configurations(backends, shapes, args.quick, args.workload)

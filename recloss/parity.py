@@ -3,7 +3,10 @@
 For each loss, each of its spec's cases (or inputs you give), each backend, device and dtype, the loss value
 and its gradient with respect to every floating input are compared with the float64 NumPy reference
 evaluated on the same (dtype-rounded) inputs. Reference gradients are central finite differences of the
-reference in float64. The error reported is the norm-wise relative error ``max|x - ref| / max|ref|``.
+reference in float64: per element for inputs of up to :data:`FULL_DIFFERENCES_UP_TO` elements in all (every
+spec case), else along :data:`DIRECTIONS` random directions and along the backend's own gradient (jointly and
+per input), two reference evaluations each, so a user's large inputs cost seconds, not hours. The error reported is the norm-wise relative error
+``max|x - ref| / max|ref|``; along directions, ``|<g, v> - <g_ref, v>| / (||g|| ||v||)``, the worst over them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from recloss._dispatch import available_backends, canonical_name, load_backend
+from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, canonical_name, load_backend
 from recloss._spec import FLOAT, Case, LossSpec
 from recloss.losses import CATALOGUE
 from recloss.reference import REFERENCES
@@ -163,6 +166,65 @@ def reference_gradients(spec: LossSpec, inputs: Mapping[str, Any], options: Mapp
     return grads
 
 
+#: Inputs with at most this many floating elements in all get a finite difference per element; larger ones
+#: are checked along random directions (the spec cases are all far below it).
+FULL_DIFFERENCES_UP_TO = 2048
+#: Random directions along which a large input's gradient is checked.
+DIRECTIONS = 6
+
+
+def reference_directional(spec: LossSpec, inputs: Mapping[str, Any], options: Mapping[str, Any],
+                          directions: Sequence[Mapping[str, np.ndarray]]) -> list[float]:
+    """Central finite differences of ``sum(reference)`` along each direction (a unit tangent per input)."""
+    base = {k: (None if v is None else (np.asarray(v, np.float64) if spec.arg(k).kind == FLOAT else v))
+            for k, v in inputs.items()}
+    scale = max(1.0, max(float(np.max(np.abs(base[name]), initial=0.0)) for name in directions[0]))
+    step = 1e-6 * scale
+    out = []
+    for direction in directions:
+        up = {**base, **{k: base[k] + step * v for k, v in direction.items()}}
+        down = {**base, **{k: base[k] - step * v for k, v in direction.items()}}
+        out.append(float((np.sum(REFERENCES[spec.name](**up, **options))
+                          - np.sum(REFERENCES[spec.name](**down, **options))) / (2 * step)))
+    return out
+
+
+def random_directions(inputs: Mapping[str, Any], wrt: Sequence[str], count: int,
+                      rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """``count`` random directions over the inputs in ``wrt`` jointly, each of norm 1."""
+    out = []
+    for _ in range(count):
+        direction = {name: rng.normal(size=np.shape(inputs[name])) for name in wrt}
+        norm = np.sqrt(sum(float(np.sum(v * v)) for v in direction.values())) or 1.0
+        out.append({name: v / norm for name, v in direction.items()})
+    return out
+
+
+def gradient_directions(grads: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Unit directions along a backend's own gradient: all inputs jointly, then each input alone. Along these a
+    wrong scale, sign or misplaced mass shows in full, where a random direction sees ~1/sqrt(n) of it."""
+    out = []
+    for names in [list(grads)] + [[name] for name in grads] if len(grads) > 1 else [list(grads)]:
+        direction = {name: np.asarray(grads[name], np.float64) for name in names}
+        norm = np.sqrt(sum(float(np.sum(v * v)) for v in direction.values()))
+        if np.isfinite(norm) and norm > 0:
+            out.append({name: v / norm for name, v in direction.items()})
+    return out
+
+
+def directional_error(grads: Mapping[str, np.ndarray], directions: Sequence[Mapping[str, np.ndarray]],
+                      expected: Sequence[float]) -> float:
+    """``max |<g, v> - expected| / ||g||`` over the directions (unit ``v``); infinite for a non-finite ``g``."""
+    if not all(np.all(np.isfinite(g)) for g in grads.values()):
+        return float("inf")
+    norm = max(np.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in grads.values())), 1e-12)
+    worst = 0.0
+    for direction, reference in zip(directions, expected):
+        projected = sum(float(np.sum(np.asarray(grads[k], np.float64) * v)) for k, v in direction.items())
+        worst = max(worst, abs(projected - reference) / norm)
+    return worst
+
+
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """``max|actual - expected| / max|expected|`` (NaN or a shape mismatch count as infinite)."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
@@ -176,48 +238,78 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 # The engine
 
 
-def validate(losses: str | Iterable[str] | None = None, *, backends: Iterable[str] | None = None,
-             devices: Iterable[str] | None = None, dtypes: Iterable[str] = ("float32", "float64"),
+def validate(losses: str | Iterable[str] | None = None, *, backends: str | Iterable[str] | None = None,
+             devices: str | Iterable[str] | None = None, dtypes: str | Iterable[str] = ("float32", "float64"),
              inputs: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
              seed: int = 0, progress: Callable[[str], None] | None = None) -> Report:
     """Run losses on several backends/devices/dtypes and compare value and gradients with the reference.
 
     Args:
         losses: a loss name or names (default: the whole catalogue).
-        backends: backend names (default: every installed one, ``"numpy"`` included).
-        devices: device kinds to keep, e.g. ``["cpu"]`` or ``["gpu"]`` (``"cuda"`` and ``"gpu"`` are the same).
+        backends: backend names (default: every installed framework backend; ``"numpy"``, the reference
+            itself, only when named).
+        devices: device kinds to keep, ``"cpu"`` and/or ``"gpu"`` (``"cuda"`` is ``"gpu"``); default: every
+            device each backend sees.
         dtypes: floating dtypes to run in: ``"float64"``, ``"float32"``, ``"bfloat16"``, ``"float16"``.
         inputs: your own NumPy inputs for one loss (its tensor arguments by name); default: the spec's cases
             with seeded random inputs.
         options: options for your inputs (``temperature``, ``reduction``, ...).
-        seed: seed of the generated inputs.
+        seed: seed of the generated inputs (and of the directions large inputs are checked along).
         progress: called with a short label before each loss x backend x device x dtype.
 
     Returns:
-        A :class:`Report`; ``report.passed`` is True when every row is within :data:`TOLERANCES`.
+        A :class:`Report`; ``report.passed`` is True when every row is within :data:`TOLERANCES` and at least
+        one row ran. ``report.skipped`` says what could not run and why (a backend not installed, a device
+        no backend sees).
+
+    Raises:
+        ValueError: an unknown loss, backend, device kind or dtype, or ``inputs``/``options`` that do not fit
+            the loss, before any work is done.
     """
     names = list(CATALOGUE) if losses is None else [losses] if isinstance(losses, str) else list(losses)
     for name in names:
         if name not in CATALOGUE:
             raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(CATALOGUE)}")
-    if inputs is not None and len(names) != 1:
-        raise ValueError("inputs= needs exactly one loss name")
-    wanted = available_backends() if backends is None else [canonical_name(b) for b in backends]
-    device_kinds = None if devices is None else {"gpu" if d in ("cuda", "gpu") else d for d in devices}
+    dtypes = _choices("dtype", dtypes, tuple(TOLERANCES))
+    device_kinds = None if devices is None else _choices(
+        "device", ["gpu" if d == "cuda" else d for d in ([devices] if isinstance(devices, str) else devices)],
+        DEVICE_KINDS, "('cuda' is 'gpu')")
+    if inputs is not None:
+        if len(names) != 1:
+            raise ValueError("inputs= needs exactly one loss name")
+        _check_user_inputs(CATALOGUE[names[0]], inputs, options)
+    elif options is not None:
+        raise ValueError("options= applies to inputs= (the spec cases bring their own options)")
+    if backends is None:
+        wanted = [b for b in available_backends() if b in FRAMEWORK_BACKENDS]
+    else:
+        wanted = list(dict.fromkeys(canonical_name(b) for b in ([backends] if isinstance(backends, str)
+                                                                  else backends)))
 
     rows: list[Row] = []
     skipped: list[str] = []
+    if not wanted:
+        skipped.append("no framework backend is installed (TensorFlow, PyTorch or JAX), so there is nothing to "
+                       'compare with the reference: install one, e.g. pip install -e ".[torch]" in the checkout')
     modules = {}
     for backend in wanted:
         try:
             modules[backend] = load_backend(backend)
         except ImportError as error:
             skipped.append(f"{backend}: {error}")
+    seen_kinds: dict[str, list[str]] = {}
+    for backend, module in modules.items():
+        for device in module.devices():
+            seen_kinds.setdefault(backend, []).append("gpu" if device in ("cuda", "gpu") else device)
+    for kind in device_kinds or ():
+        if not any(kind in kinds for kinds in seen_kinds.values()):
+            seen = "; ".join(f"{b}: {', '.join(k)}" for b, k in seen_kinds.items()) or "none"
+            skipped.append(f"device {kind!r}: no backend here sees one (devices seen: {seen})")
     for name in names:
         spec = CATALOGUE[name]
         cases = _cases(spec, inputs, options, seed)
         for dtype in dtypes:
-            prepared = [_prepare(spec, case, case_inputs, dtype) for case, case_inputs in cases]
+            prepared = [_prepare(spec, case, case_inputs, dtype, seed) for case, case_inputs in cases]
             for backend, module in modules.items():
                 for device in module.devices():
                     kind = "gpu" if device in ("cuda", "gpu") else device
@@ -227,6 +319,38 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: Iterable[st
                         progress(f"{name} {backend} {device} {dtype}")
                     rows.append(_run_row(spec, backend, module, device, dtype, prepared))
     return Report(rows=rows, skipped=skipped)
+
+
+#: The device kinds ``validate`` knows.
+DEVICE_KINDS = ("cpu", "gpu")
+
+
+def _choices(what: str, values: str | Iterable[str], allowed: Sequence[str], note: str = "") -> list[str]:
+    """``values`` (one string or several) checked against ``allowed``; ValueError naming the first bad one."""
+    values = [values] if isinstance(values, str) else list(values)
+    for value in values:
+        if value not in allowed:
+            expected = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"unknown {what} {value!r}; expected one of {expected}" + (f" {note}" if note else ""))
+    if not values:
+        raise ValueError(f"no {what} given; expected one or more of {', '.join(repr(a) for a in allowed)}")
+    return values
+
+
+def _check_user_inputs(spec: LossSpec, inputs: Mapping[str, Any], options: Mapping[str, Any] | None) -> None:
+    """Every key of ``inputs`` a tensor argument of ``spec``, every required one given; likewise ``options``."""
+    unknown = [k for k in inputs if k not in spec.tensor_names]
+    if unknown:
+        raise ValueError(f"inputs= for {spec.name} has no argument {unknown[0]!r}; its tensor arguments are "
+                         f"{', '.join(spec.tensor_names)}")
+    missing = [a.name for a in spec.args if a.required and inputs.get(a.name) is None]
+    if missing:
+        raise ValueError(f"inputs= for {spec.name} lacks the required argument {missing[0]!r}")
+    option_names = [o.name for o in spec.options]
+    unknown = [k for k in options or {} if k not in option_names]
+    if unknown:
+        raise ValueError(f"options= for {spec.name} has no option {unknown[0]!r}; its options are "
+                         f"{', '.join(option_names)}")
 
 
 def _cases(spec: LossSpec, inputs: Mapping[str, Any] | None, options: Mapping[str, Any] | None,
@@ -246,15 +370,21 @@ class _Prepared:
     inputs: dict[str, Any]
     wrt: list[str]
     value: np.ndarray
-    grads: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]                     # per element (small inputs) ...
+    directions: list[dict[str, np.ndarray]] = field(default_factory=list)   # ... or along these
+    directional: list[float] = field(default_factory=list)
 
 
-def _prepare(spec: LossSpec, case: Case, inputs: Mapping[str, Any], dtype: str) -> _Prepared:
+def _prepare(spec: LossSpec, case: Case, inputs: Mapping[str, Any], dtype: str, seed: int = 0) -> _Prepared:
     options = {o.name: o.default for o in spec.options} | dict(case.options)
     cast = cast_inputs(inputs, spec, dtype)
     wrt = [a.name for a in spec.args if a.kind == FLOAT and cast.get(a.name) is not None]
-    return _Prepared(case, options, cast, wrt, reference_value(spec, cast, options),
-                     reference_gradients(spec, cast, options, wrt))
+    value = reference_value(spec, cast, options)
+    if sum(np.size(cast[name]) for name in wrt) <= FULL_DIFFERENCES_UP_TO:
+        return _Prepared(case, options, cast, wrt, value, reference_gradients(spec, cast, options, wrt))
+    directions = random_directions(cast, wrt, DIRECTIONS, np.random.default_rng(seed))
+    return _Prepared(case, options, cast, wrt, value, {}, directions,
+                     reference_directional(spec, cast, options, directions))
 
 
 def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
@@ -280,7 +410,12 @@ def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
             row.failures.append(f"{item.case.name}: {type(error).__name__}: {error}")
             continue
         value_error = relative_error(value, item.value)
-        grad_error = max((relative_error(grads[n], item.grads[n]) for n in grads), default=0.0)
+        if item.directions and grads:
+            own = gradient_directions(grads)
+            grad_error = directional_error(grads, item.directions + own, item.directional + reference_directional(
+                spec, item.inputs, item.options, own))
+        else:
+            grad_error = max((relative_error(grads[n], item.grads[n]) for n in grads), default=0.0)
         row.value_error = max(row.value_error, value_error)
         if row.grad_error is not None:
             row.grad_error = max(row.grad_error, grad_error)
@@ -291,4 +426,4 @@ def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
 
 
 __all__ = ["validate", "Report", "Row", "TOLERANCES", "DIMS", "make_inputs", "reference_gradients",
-           "relative_error"]
+           "reference_directional", "relative_error"]
