@@ -51,7 +51,7 @@ class Param:
         return self.default is _REQUIRED
 
 
-def signature_text(params: list[Param], annotated: bool, first: str = "self") -> str:
+def signature_text(params: list[Param], annotated: bool, first: str = "self", separator: str = ", ") -> str:
     """``"self, a, b=None, *, c=1.0"`` (with ``: type`` annotations for stubs when ``annotated``)."""
     parts = [first] if first else []
     star = False
@@ -63,7 +63,7 @@ def signature_text(params: list[Param], annotated: bool, first: str = "self") ->
         if not param.required:
             text += (" = " if annotated else "=") + _literal(param.default)
         parts.append(text)
-    return ", ".join(parts)
+    return separator.join(parts)
 
 
 def _literal(value: Any) -> str:
@@ -84,18 +84,19 @@ def define(name: str, params: list[Param], body: str, namespace: dict[str, Any],
     return function
 
 
-def option_annotation(option: Option) -> str:
+def option_annotation(option: Option, tensor_ok: bool = True) -> str:
     """The type of an option: ``Literal[...]`` of its choices, else its declared annotation (``float``,
-    ``int | None``, ...), with ``| TensorLike`` where a 0-d tensor may stand for it."""
+    ``int | None``, ...), with ``| TensorLike`` where a 0-d tensor may stand for it (unless ``tensor_ok`` is
+    False: a Keras config holds numbers)."""
     if option.rule == "choice":
         text = "Literal[" + ", ".join(repr(c) for c in option.choices) + "]"
     else:
         text = option.annotation
-    return text + (" | TensorLike" if option.tensor_ok else "")
+    return text + (" | TensorLike" if option.tensor_ok and tensor_ok else "")
 
 
-def option_params(spec: LossSpec, skip: tuple[str, ...] = ()) -> list[Param]:
-    return [Param(o.name, option_annotation(o), o.default) for o in spec.options if o.name not in skip]
+def option_params(spec: LossSpec, skip: tuple[str, ...] = (), tensor_ok: bool = True) -> list[Param]:
+    return [Param(o.name, option_annotation(o, tensor_ok), o.default) for o in spec.options if o.name not in skip]
 
 
 def tensor_params(spec: LossSpec, tensor_type: str) -> list[Param]:
@@ -176,13 +177,13 @@ def keras_mask_name(spec: LossSpec) -> str | None:
 def keras_loss_init_params(spec: LossSpec) -> list[Param]:
     """The options but ``reduction`` (Keras reduces), then Keras' ``reduction``, ``name`` and ``dtype``."""
     reductions = "Literal[" + ", ".join(repr(r) for r in KERAS_REDUCTIONS) + "] | None"
-    return option_params(spec, skip=("reduction",)) + [
+    return option_params(spec, skip=("reduction",), tensor_ok=False) + [
         Param("reduction", reductions, "sum_over_batch_size"), Param("name", "str | None", None),
         Param("dtype", "Any", None)]
 
 
 def retrieval_init_params(spec: LossSpec) -> list[Param]:
-    return option_params(spec) + [Param("name", "str | None", None), Param("**kwargs", "Any")]
+    return option_params(spec, tensor_ok=False) + [Param("name", "str | None", None), Param("**kwargs", "Any")]
 
 
 def retrieval_call_params(spec: LossSpec) -> list[Param]:

@@ -24,8 +24,7 @@ from keras import ops  # noqa: E402
 
 import recloss  # noqa: E402
 import recloss.keras  # noqa: E402
-from recloss._spec import BOOL, Case, LossSpec, tensor  # noqa: E402
-from recloss.losses._shared import REDUCTION, RETURNS, SAMPLE_WEIGHT, temperature  # noqa: E402
+from toy_ranking_spec import TOY_SPEC  # noqa: E402  (this script runs from tests/)
 
 BATCH, STEPS, FEATURES, DIM, NEGATIVES, LIST = 8, 3, 5, 4, 4, 6
 ROWS = BATCH * STEPS
@@ -156,19 +155,6 @@ def check_block(jit: bool) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # The generator on a ranking-form spec declared here (scores, labels, mask, sample_weight)
-
-TOY_SPEC = LossSpec(
-    name="toy_listwise_loss",
-    summary="Listwise softmax cross-entropy of the label distribution (a test spec of the ranking form).",
-    math="l_i = -sum_j labels_ij log softmax(scores_i / T)_j over the unmasked j",
-    args=(tensor("scores", "[B, L]"), tensor("labels", "[B, L]"),
-          tensor("mask", "[B, L]", kind=BOOL, required=False), SAMPLE_WEIGHT),
-    options=(temperature(1.0), REDUCTION),
-    positional=("scores", "labels"),
-    returns=RETURNS,
-    cases=(Case("plain"),),
-)
-
 
 def toy_listwise_loss(scores, labels, *, mask=None, temperature=1.0, sample_weight=None, reduction="mean"):
     """The toy loss in ``keras.ops``, per row (the Keras forms always ask for ``reduction="none"``)."""
