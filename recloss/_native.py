@@ -16,6 +16,7 @@ Keras forms of a spec:
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,7 +53,8 @@ class Param:
 
 
 def signature_text(params: list[Param], annotated: bool, first: str = "self", separator: str = ", ") -> str:
-    """``"self, a, b=None, *, c=1.0"`` (with ``: type`` annotations for stubs when ``annotated``)."""
+    """``"self, a, b=None, *, c=1.0"``, or with ``: type`` annotations for stubs when ``annotated`` (where a
+    default has no literal form, a stub shows ``...`` and :func:`define` refers to it by name)."""
     parts = [first] if first else []
     star = False
     for param in params:
@@ -61,15 +63,22 @@ def signature_text(params: list[Param], annotated: bool, first: str = "self", se
             star = True
         text = param.name + (f": {param.annotation}" if annotated else "")
         if not param.required:
-            text += (" = " if annotated else "=") + _literal(param.default)
+            default = _literal(param.default)
+            if annotated:
+                text += " = " + (default if default is not None else "...")
+            else:
+                text += "=" + (default if default is not None else f"_default_{param.name}")
         parts.append(text)
     return separator.join(parts)
 
 
-def _literal(value: Any) -> str:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return repr(value)
-    raise TypeError(f"a default of a generated signature must be a literal; got {value!r}")
+def _literal(value: Any) -> str | None:
+    """``repr(value)`` if it reads back as ``value`` (None, numbers, strings, tuples of them), else None."""
+    text = repr(value)
+    try:
+        return text if ast.literal_eval(text) == value and type(ast.literal_eval(text)) is type(value) else None
+    except (ValueError, SyntaxError):
+        return None
 
 
 def define(name: str, params: list[Param], body: str, namespace: dict[str, Any], first: str = "self",
@@ -77,7 +86,7 @@ def define(name: str, params: list[Param], body: str, namespace: dict[str, Any],
     """A function with a real signature (``inspect.signature`` and ``help`` show it), built like
     :func:`recloss._api.build`. ``body`` sees the parameters and ``namespace``."""
     source = f"def {name}({signature_text(params, annotated=False, first=first)}):\n    {body}\n"
-    scope = dict(namespace)
+    scope = {**namespace, **{f"_default_{p.name}": p.default for p in params if not p.required}}
     exec(source, scope, scope)  # noqa: S102 - generated from the spec
     function = scope[name]
     function.__qualname__ = qualname or name
