@@ -119,7 +119,7 @@ class ReclossLoss(keras.losses.Loss):
         labels, mask = self._split(y_true)
         if tuple(labels.shape) != tuple(y_pred.shape) and None not in (*labels.shape, *y_pred.shape):
             raise ShapeError(f"{type(self).__name__}: `y_true` (labels) must have the shape of `y_pred` "
-                             f"{_native_shape(self.form)}; got labels {tuple(labels.shape)} and y_pred "
+                             f"{_y_pred_shape(self.form)}; got labels {tuple(labels.shape)} and y_pred "
                              f"{tuple(y_pred.shape)}")
         if _native.keras_mask_name(self.spec) is not None:
             # As in keras-rs and TF-Ranking, an entry labelled < 0 is padding: `compile(loss=...)` pairs a
@@ -157,7 +157,7 @@ class ReclossLoss(keras.losses.Loss):
         return {**super().get_config(), "dtype": self.dtype, **self.options}
 
 
-def _native_shape(form: str) -> str:
+def _y_pred_shape(form: str) -> str:
     return "[B, L]" if form == "ranking" else "[B, 1 + K] (the positive in column 0)"
 
 
