@@ -87,8 +87,8 @@ def load_backend(name: str) -> ModuleType:
         if importlib.util.find_spec(framework) is not None and framework not in str(error):
             raise
         raise BackendUnavailableError(
-            f"backend {name!r} needs {framework}, which is not installed; "
-            f'install it with: pip install "recloss[{extra}]"') from error
+            f"backend {name!r} needs {framework}, which is not installed; install it with: pip install "
+            f'{framework} (or, in a recloss checkout: pip install -e ".[{extra}]")') from error
 
 
 _TYPE_CACHE: dict[type, str | None] = {}

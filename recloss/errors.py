@@ -28,4 +28,5 @@ class BackendError(ReclossError):
 
 
 class BackendUnavailableError(ImportError):
-    """The framework a backend needs is not installed; the message names the pip extra to install."""
+    """The framework a backend needs is not installed; the message gives its install command (``pip install
+    torch``) and the extra of a recloss checkout (``pip install -e ".[torch]"``)."""

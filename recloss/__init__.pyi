@@ -1,0 +1,374 @@
+# Generated from the catalogue by `python -m recloss._stubs`; do not edit.
+"""recloss: recommendation and retrieval training losses for TensorFlow, PyTorch and JAX.
+
+Each loss takes tensors of one framework and returns a tensor of that framework (gradients flow natively),
+or takes NumPy arrays with ``backend=``. ``import recloss`` imports none of the frameworks.
+"""
+
+from typing import Literal
+
+from recloss._typing import ArrayLike, Tensor, TensorLike
+from recloss._dispatch import available_backends as available_backends
+from recloss.errors import BackendError as BackendError
+from recloss.errors import BackendUnavailableError as BackendUnavailableError
+from recloss.errors import DTypeError as DTypeError
+from recloss.errors import OptionError as OptionError
+from recloss.errors import ReclossError as ReclossError
+from recloss.errors import ShapeError as ShapeError
+from recloss.losses import CATALOGUE as CATALOGUE
+from recloss.parity import Report as Report
+from recloss.parity import validate as validate
+
+__version__: str
+
+def sigmoid_cross_entropy_loss(
+    pos_logit: ArrayLike,
+    neg_logit: ArrayLike,
+    *,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Sigmoid (binary) cross-entropy of positive logits against label 1 and negative logits against 0.
+
+    Math:
+        l_i = softplus(-pos_i) + mean_k softplus(neg_ik);  with `neg_logit` [M] (M != B): loss = mean_i
+        softplus(-pos_i) + mean_m softplus(neg_m)  (GraphLearn's value in every case)
+
+    Args:
+        pos_logit: ``[B]`` float. Logits of the positive pairs.
+        neg_logit: ``[B] or [B, K] or [M]`` float. Logits of the negative pairs: one or K per row, or any M of them (then only the default reduction is defined).
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.sigmoid_cross_entropy_loss(pos_logit, neg_logit)
+
+    References:
+        GraphLearn, nn/tf/loss.py::sigmoid_cross_entropy_loss
+    """
+
+
+def unsupervised_softmax_cross_entropy_loss(
+    src_emb: ArrayLike,
+    pos_emb: ArrayLike,
+    neg_emb: ArrayLike,
+    temperature: float | TensorLike = 1.0,
+    *,
+    implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """GraphLearn's softmax cross-entropy with negatives shared by the whole batch (two-tower models).
+
+    Math:
+        z_i = [src_i . pos_i, src_i . neg_1, ..., src_i . neg_N] / T;  l_i = logsumexp(z_i) - z_i0
+        (GraphLearn: -log(softmax(z_i)[0] + 1e-12), which floors at 27.63)
+
+    Args:
+        src_emb: ``[B, D]`` float. Source (query) embeddings.
+        pos_emb: ``[B, D]`` float. Embedding of each row's positive destination.
+        neg_emb: ``[N, D]`` float. Negative destinations shared by every row (N is often B * neg_num).
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"auto"`` streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.unsupervised_softmax_cross_entropy_loss(src, pos, neg, temperature=0.5)
+
+    References:
+        GraphLearn, nn/tf/loss.py::unsupervised_softmax_cross_entropy_loss
+    """
+
+
+def softmax_loss(
+    pos_logit: ArrayLike,
+    neg_logit: ArrayLike,
+    *,
+    neg_mask: ArrayLike | None = None,
+    temperature: float | TensorLike = 1.0,
+    pos_log_q: ArrayLike | None = None,
+    neg_log_q: ArrayLike | None = None,
+    num_hard_negatives: int | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Softmax cross-entropy of each row's positive logit against its negative logits.
+
+    Math:
+        s_pos = pos_i / T - pos_log_q_i;  s_k = neg_ik / T - neg_log_q_ik;  drop k where neg_mask_ik is
+        False; keep the num_hard_negatives largest s_k;  l_i = logsumexp([s_pos, kept s_k]) - s_pos
+
+    Args:
+        pos_logit: ``[B]`` float. Logit of each row's positive.
+        neg_logit: ``[B, K]`` float. Logits of each row's K negatives.
+        neg_mask: ``[B, K]`` bool, optional. True keeps a negative, False removes it exactly (no contribution to value or gradient).
+        pos_log_q: ``[B]`` float, optional. log Q (log sampling probability) of each positive, subtracted from its logit.
+        neg_log_q: ``[B, K]`` float, optional. log Q of each negative.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        num_hard_negatives: default ``None``. Keep only the h largest remaining negative logits per row (after logQ and removal); None keeps all.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.softmax_loss(pos_logit, neg_logit, neg_mask=mask, temperature=0.1)
+
+    References:
+        Yi et al., Sampling-bias-corrected neural modeling for large corpus item recommendations, RecSys 2019 (logQ correction)
+    """
+
+
+def sampled_softmax_loss(
+    query_emb: ArrayLike,
+    pos_emb: ArrayLike,
+    neg_emb: ArrayLike | None = None,
+    *,
+    temperature: float | TensorLike = 1.0,
+    in_batch: bool | None = None,
+    pos_log_q: ArrayLike | None = None,
+    neg_log_q: ArrayLike | None = None,
+    pos_ids: ArrayLike | None = None,
+    neg_ids: ArrayLike | None = None,
+    num_hard_negatives: int | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+    backend: str | None = None,
+) -> Tensor:
+    """Sampled / in-batch softmax for two-tower retrieval, with logQ correction, accidental-hit removal and hard negatives.
+
+    Math:
+        candidates of row i: pos_i; if in_batch, pos_j (j != i); if neg_emb, its negatives ([N, D] shared or
+        [B, K, D] per row).  s_c = q_i . c / T - log_q(c);  drop negatives whose id equals pos_ids_i;  keep
+        the num_hard_negatives largest;  l_i = logsumexp([s_pos, kept s_c]) - s_pos
+
+    Args:
+        query_emb: ``[B, D]`` float. Query-tower embeddings.
+        pos_emb: ``[B, D]`` float. Embedding of each row's positive item.
+        neg_emb: ``[N, D] or [B, K, D]`` float, optional. Sampled negatives, shared by all rows ([N, D]) or per row ([B, K, D]).
+        pos_log_q: ``[B]`` float, optional. log Q of each `pos_emb` row: corrects the positive column and the in-batch negatives.
+        neg_log_q: ``[N] or [B, K]`` float, optional. log Q of each sampled negative.
+        pos_ids: ``[B]`` int, optional. Item id of each positive: in-batch and sampled negatives with the row's positive id are removed (accidental hits).
+        neg_ids: ``[N] or [B, K]`` int, optional. Item id of each sampled negative.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        in_batch: default ``None``. Use the other rows' positives as negatives. Default: True when `neg_emb` is None, else False; both together is mixed negative sampling.
+        num_hard_negatives: default ``None``. Keep only the h largest remaining negative logits per row (after logQ and removal); None keeps all.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"auto"`` streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.sampled_softmax_loss(query, item, temperature=0.05, pos_log_q=log_q, pos_ids=ids)
+
+    References:
+        Yi et al., RecSys 2019 (in-batch softmax with logQ correction)
+        TensorFlow Recommenders, tasks/retrieval.py and layers/loss.py
+    """
+
+
+def info_nce_loss(
+    query_emb: ArrayLike,
+    key_emb: ArrayLike,
+    *,
+    temperature: float | TensorLike = 0.07,
+    symmetric: bool = False,
+    normalize: bool = False,
+    implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+    ids: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """In-batch contrastive InfoNCE: row i's key is its positive, the other keys its negatives.
+
+    Math:
+        l_i = logsumexp_j(q_i . k_j / T) - q_i . k_i / T over j = i and keys whose id differs from ids_i;
+        symmetric: average with the key-to-query direction;  normalize: cosine similarity
+
+    Args:
+        query_emb: ``[B, D]`` float. Queries (e.g. one view / one modality).
+        key_emb: ``[B, D]`` float. Keys; key i is query i's positive.
+        ids: ``[B]`` int, optional. Row ids: keys sharing row i's id are removed from row i's negatives (accidental hits).
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        temperature: default ``0.07``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        symmetric: default ``False``. Average query-to-key and key-to-query losses (CLIP).
+        normalize: default ``False``. L2-normalise both sides first, x / max(||x||, 1e-12) (cosine similarity).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"auto"`` streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.info_nce_loss(image_emb, text_emb, symmetric=True, normalize=True)
+
+    References:
+        van den Oord et al., Representation learning with contrastive predictive coding, 2018
+        Radford et al., CLIP, 2021
+    """
+
+
+def bpr_loss(
+    pos_logit: ArrayLike,
+    neg_logit: ArrayLike,
+    *,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Bayesian personalised ranking: the positive should score above each negative.
+
+    Math:
+        l_i = mean_k softplus(neg_ik - pos_i)  (= -mean_k log sigmoid(pos_i - neg_ik))
+
+    Args:
+        pos_logit: ``[B]`` float. Score of each row's positive.
+        neg_logit: ``[B] or [B, K]`` float. Scores of one or K negatives per row.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.bpr_loss(pos_score, neg_score)
+
+    References:
+        Rendle et al., BPR: Bayesian personalized ranking from implicit feedback, UAI 2009
+    """
+
+
+def hinge_loss(
+    pos_logit: ArrayLike,
+    neg_logit: ArrayLike,
+    *,
+    margin: float = 1.0,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Pairwise hinge (margin ranking) loss on scores.
+
+    Math:
+        l_i = mean_k max(0, margin - pos_i + neg_ik)
+
+    Args:
+        pos_logit: ``[B]`` float. Score of each row's positive.
+        neg_logit: ``[B] or [B, K]`` float. Scores of one or K negatives per row.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        margin: default ``1.0``. Margin of the hinge, a finite number.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.hinge_loss(pos_score, neg_score, margin=0.5)
+    """
+
+
+def triplet_margin_loss(
+    src_emb: ArrayLike,
+    pos_emb: ArrayLike,
+    neg_emb: ArrayLike,
+    *,
+    margin: float = 1.0,
+    distance: Literal['l2', 'squared_l2', 'l1', 'cosine'] = 'l2',
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Triplet margin loss on embeddings with a choice of distance.
+
+    Math:
+        l_i = mean_k max(0, margin + d(src_i, pos_i) - d(src_i, neg_ik)),  d in l2, squared_l2, l1, cosine
+        (1 - cosine similarity); the gradient is finite where two embeddings coincide
+
+    Args:
+        src_emb: ``[B, D]`` float. Anchor embeddings.
+        pos_emb: ``[B, D]`` float. Positive embeddings.
+        neg_emb: ``[B, D] or [B, K, D]`` float. One or K negative embeddings per row.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        margin: default ``1.0``. Margin of the hinge, a finite number.
+        distance: default ``'l2'``. The distance d.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.triplet_margin_loss(anchor, pos, neg, margin=0.2, distance="cosine")
+
+    References:
+        Schroff et al., FaceNet, CVPR 2015
+        GraphLearn, nn/tf/loss.py (L1 and squared L2)
+    """
+
+
+__all__ = [
+    'sigmoid_cross_entropy_loss',
+    'unsupervised_softmax_cross_entropy_loss',
+    'softmax_loss',
+    'sampled_softmax_loss',
+    'info_nce_loss',
+    'bpr_loss',
+    'hinge_loss',
+    'triplet_margin_loss',
+    'available_backends',
+    'validate',
+    'Report',
+    'CATALOGUE',
+    'ReclossError',
+    'ShapeError',
+    'DTypeError',
+    'OptionError',
+    'BackendError',
+    'BackendUnavailableError',
+]

@@ -1,0 +1,126 @@
+# Generated from the catalogue by `python -m recloss._stubs`; do not edit.
+
+from typing import Any, Callable, ClassVar, Literal
+
+import keras  # type: ignore[import-untyped]
+
+from recloss._spec import LossSpec
+
+
+class Retrieval(keras.layers.Layer):
+    """Retrieval task layer on :func:`recloss.sampled_softmax_loss`.
+    """
+    spec: ClassVar[LossSpec]
+    options: dict[str, Any]
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        in_batch: bool | None = None,
+        num_hard_negatives: int | None = None,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    def call(
+        self,
+        query_emb: Any,
+        pos_emb: Any,
+        neg_emb: Any | None = None,
+        *,
+        pos_log_q: Any | None = None,
+        neg_log_q: Any | None = None,
+        pos_ids: Any | None = None,
+        neg_ids: Any | None = None,
+        sample_weight: Any | None = None,
+    ) -> Any: ...
+    def __call__(
+        self,
+        query_emb: Any,
+        pos_emb: Any,
+        neg_emb: Any | None = None,
+        *,
+        pos_log_q: Any | None = None,
+        neg_log_q: Any | None = None,
+        pos_ids: Any | None = None,
+        neg_ids: Any | None = None,
+        sample_weight: Any | None = None,
+    ) -> Any: ...
+    def compute_output_spec(self, query_emb: Any, *args: Any, **kwargs: Any) -> Any: ...
+    def get_config(self) -> dict[str, Any]: ...
+
+
+class ReclossLoss(keras.losses.Loss):
+    spec: ClassVar[LossSpec]
+    function: ClassVar[Callable[..., Any]]
+    form: ClassVar[str]
+    options: dict[str, Any]
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any: ...
+    def call(self, y_true: Any, y_pred: Any) -> Any: ...
+    def get_config(self) -> dict[str, Any]: ...
+
+
+def loss_class(spec: LossSpec, function: Callable[..., Any]) -> type[ReclossLoss]: ...
+
+
+class SigmoidCrossEntropyLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.sigmoid_cross_entropy_loss`: Sigmoid (binary) cross-entropy of positive logits against label 1 and negative logits against 0.
+    """
+    def __init__(
+        self,
+        *,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class SoftmaxLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.softmax_loss`: Softmax cross-entropy of each row's positive logit against its negative logits.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        num_hard_negatives: int | None = None,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class BPRLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.bpr_loss`: Bayesian personalised ranking: the positive should score above each negative.
+    """
+    def __init__(
+        self,
+        *,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class HingeLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.hinge_loss`: Pairwise hinge (margin ranking) loss on scores.
+    """
+    def __init__(
+        self,
+        *,
+        margin: float = 1.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+__all__ = [
+    'Retrieval',
+    'ReclossLoss',
+    'loss_class',
+    'BPRLoss',
+    'HingeLoss',
+    'SigmoidCrossEntropyLoss',
+    'SoftmaxLoss',
+]

@@ -1,0 +1,255 @@
+# Generated from the catalogue by `python -m recloss._stubs`; do not edit.
+
+from typing import Any, Callable, ClassVar, Literal
+
+import torch
+
+from recloss._spec import LossSpec
+from recloss._typing import TensorLike
+
+
+class LossModule(torch.nn.Module):
+    spec: ClassVar[LossSpec]
+    function: ClassVar[Callable[..., Any]]
+    options: dict[str, Any]
+    learn_temperature: bool
+    logit_scale: torch.nn.Parameter
+    @property
+    def temperature(self) -> Any: ...
+    def extra_repr(self) -> str: ...
+
+
+def module_class(spec: LossSpec, function: Callable[..., Any]) -> type[LossModule]: ...
+
+
+class SigmoidCrossEntropyLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.sigmoid_cross_entropy_loss`: Sigmoid (binary) cross-entropy of positive logits against label 1 and negative logits against 0.
+    """
+    def __init__(self, *, reduction: Literal['mean', 'sum', 'none'] = 'mean') -> None: ...
+    def forward(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class UnsupervisedSoftmaxCrossEntropyLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.unsupervised_softmax_cross_entropy_loss`: GraphLearn's softmax cross-entropy with negatives shared by the whole batch (two-tower models).
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float | TensorLike = 1.0,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        src_emb: torch.Tensor,
+        pos_emb: torch.Tensor,
+        neg_emb: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        src_emb: torch.Tensor,
+        pos_emb: torch.Tensor,
+        neg_emb: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class SoftmaxLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.softmax_loss`: Softmax cross-entropy of each row's positive logit against its negative logits.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float | TensorLike = 1.0,
+        num_hard_negatives: int | None = None,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        neg_mask: torch.Tensor | None = None,
+        pos_log_q: torch.Tensor | None = None,
+        neg_log_q: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        neg_mask: torch.Tensor | None = None,
+        pos_log_q: torch.Tensor | None = None,
+        neg_log_q: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class SampledSoftmaxLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.sampled_softmax_loss`: Sampled / in-batch softmax for two-tower retrieval, with logQ correction, accidental-hit removal and hard negatives.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float | TensorLike = 1.0,
+        in_batch: bool | None = None,
+        num_hard_negatives: int | None = None,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        query_emb: torch.Tensor,
+        pos_emb: torch.Tensor,
+        neg_emb: torch.Tensor | None = None,
+        *,
+        pos_log_q: torch.Tensor | None = None,
+        neg_log_q: torch.Tensor | None = None,
+        pos_ids: torch.Tensor | None = None,
+        neg_ids: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        query_emb: torch.Tensor,
+        pos_emb: torch.Tensor,
+        neg_emb: torch.Tensor | None = None,
+        *,
+        pos_log_q: torch.Tensor | None = None,
+        neg_log_q: torch.Tensor | None = None,
+        pos_ids: torch.Tensor | None = None,
+        neg_ids: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class InfoNCELoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.info_nce_loss`: In-batch contrastive InfoNCE: row i's key is its positive, the other keys its negatives.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float | TensorLike = 0.07,
+        symmetric: bool = False,
+        normalize: bool = False,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        query_emb: torch.Tensor,
+        key_emb: torch.Tensor,
+        *,
+        ids: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        query_emb: torch.Tensor,
+        key_emb: torch.Tensor,
+        *,
+        ids: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class BPRLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.bpr_loss`: Bayesian personalised ranking: the positive should score above each negative.
+    """
+    def __init__(self, *, reduction: Literal['mean', 'sum', 'none'] = 'mean') -> None: ...
+    def forward(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class HingeLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.hinge_loss`: Pairwise hinge (margin ranking) loss on scores.
+    """
+    def __init__(self, *, margin: float = 1.0, reduction: Literal['mean', 'sum', 'none'] = 'mean') -> None: ...
+    def forward(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class TripletMarginLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.triplet_margin_loss`: Triplet margin loss on embeddings with a choice of distance.
+    """
+    def __init__(
+        self,
+        *,
+        margin: float = 1.0,
+        distance: Literal['l2', 'squared_l2', 'l1', 'cosine'] = 'l2',
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    ) -> None: ...
+    def forward(
+        self,
+        src_emb: torch.Tensor,
+        pos_emb: torch.Tensor,
+        neg_emb: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        src_emb: torch.Tensor,
+        pos_emb: torch.Tensor,
+        neg_emb: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+__all__ = [
+    'LossModule',
+    'BPRLoss',
+    'HingeLoss',
+    'InfoNCELoss',
+    'SampledSoftmaxLoss',
+    'SigmoidCrossEntropyLoss',
+    'SoftmaxLoss',
+    'TripletMarginLoss',
+    'UnsupervisedSoftmaxCrossEntropyLoss',
+]
