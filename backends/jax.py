@@ -20,6 +20,7 @@ from recloss.errors import DTypeError
 from recloss.backends.jax_streaming import streaming_row_losses as _streaming_row_losses
 
 HIGHEST = jax.lax.Precision.HIGHEST
+HALF = (jnp.float16, jnp.bfloat16)
 
 
 class JaxOps:
@@ -37,9 +38,25 @@ class JaxOps:
     def int_bits() -> int:
         return 64 if jax.config.jax_enable_x64 else 32
 
-    rowdot = staticmethod(lambda a, b: jnp.sum(a * b, axis=-1))
-    dot_nt = staticmethod(lambda a, b: jnp.matmul(a, b.T, precision=HIGHEST))
-    batch_dot = staticmethod(lambda a, b: jnp.einsum("bd,bkd->bk", a, b, precision=HIGHEST))
+    @staticmethod
+    def rowdot(a: jax.Array, b: jax.Array) -> jax.Array:
+        if a.dtype in HALF:                   # exact products, float32 sums
+            a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+        return jnp.sum(a * b, axis=-1)
+
+    @staticmethod
+    def dot_nt(a: jax.Array, b: jax.Array) -> jax.Array:
+        """Half inputs: products in their precision, float32 accumulation and result."""
+        return jnp.matmul(a, b.T, precision=HIGHEST, preferred_element_type=jnp.float32 if a.dtype in HALF else None)
+
+    @staticmethod
+    def batch_dot(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.einsum("bd,bkd->bk", a, b, precision=HIGHEST,
+                          preferred_element_type=jnp.float32 if a.dtype in HALF else None)
+
+    @staticmethod
+    def half_products(x: jax.Array) -> bool:
+        return x.dtype in HALF
     exp = staticmethod(jnp.exp)
     log = staticmethod(jnp.log)
     log1p = staticmethod(jnp.log1p)
@@ -92,7 +109,33 @@ class JaxOps:
 
 
 OPS = JaxOps()
-KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, kernel in kernels.KERNELS.items()}
+
+#: Compiled kernels kept, by call signature; the cache is emptied when it reaches this size.
+CACHE_SIZE = 256
+
+
+def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
+    """``kernel`` run as one ``jax.jit`` computation per call signature (forms, dtypes, sizes and the static
+    options: see :attr:`recloss._spec.Bound.signature`), so that an eager call costs one dispatch instead of one
+    per operation; the number options (temperature, margin) are traced, so a new value does not recompile.
+    Inside the caller's ``jit``/``grad``/``vmap`` the computation is traced into theirs as usual."""
+    cache: dict[tuple, Callable[..., Any]] = {}
+
+    def run(bound: Any, **arguments: Any) -> Any:
+        tensors, numbers_, static = kernels.split_arguments(bound, arguments)
+        key = (bound.signature, tuple(sorted(static.items())), bool(jax.config.jax_enable_x64),
+               kernels.settings())
+        function = cache.get(key)
+        if function is None:
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            function = cache[key] = jax.jit(lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static))
+        return function(tensors, numbers_)
+    return run
+
+
+KERNELS: dict[str, Callable[..., Any]] = {name: compiled(partial(kernel, OPS))
+                                          for name, kernel in kernels.KERNELS.items()}
 
 
 def convert(array: np.ndarray) -> jax.Array:
@@ -131,6 +174,11 @@ def convert_ids(loss: str, ids: dict[str, np.ndarray], framework_ids: list[str])
         out[name] = jnp.asarray(codes[at:at + v.size].reshape(v.shape))
         at += v.size
     return out
+
+
+def product_result_unit(dtype: str, device: str) -> float | None:
+    """Half-precision embedding products have a float32 result in JAX (``preferred_element_type``): 0."""
+    return 0.0
 
 
 def tracing() -> bool:

@@ -22,6 +22,9 @@ def _like(value: Any, reference: Any) -> Any:
     return tf.constant(value, dtype=reference.dtype) if isinstance(value, (int, float)) else value
 
 
+HALF = (tf.float16, tf.bfloat16)
+
+
 class TensorFlowOps:
     """:class:`recloss.kernels.Ops` with TensorFlow operations."""
 
@@ -37,9 +40,27 @@ class TensorFlowOps:
     def int_bits() -> int:
         return 64
 
-    rowdot = staticmethod(lambda a, b: tf.reduce_sum(a * b, axis=-1))
-    dot_nt = staticmethod(lambda a, b: tf.matmul(a, b, transpose_b=True))
-    batch_dot = staticmethod(lambda a, b: tf.einsum("bd,bkd->bk", a, b))
+    @staticmethod
+    def rowdot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        if a.dtype in HALF:                   # exact products, float32 sums
+            a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+        return tf.reduce_sum(a * b, axis=-1)
+
+    @staticmethod
+    def dot_nt(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        """bfloat16 inputs: a bfloat16 product (TensorFlow offers no float32 result for it) upcast."""
+        product = tf.matmul(a, b, transpose_b=True)
+        return tf.cast(product, tf.float32) if a.dtype in HALF else product
+
+    @staticmethod
+    def batch_dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        if a.dtype in HALF:                   # per-row negatives gain nothing from a half product: float32
+            a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+        return tf.einsum("bd,bkd->bk", a, b)
+
+    @staticmethod
+    def half_products(x: tf.Tensor) -> bool:
+        return x.dtype == tf.bfloat16         # a float16 result could overflow: float16 is multiplied in float32
     exp = staticmethod(tf.exp)
     log = staticmethod(tf.math.log)
     log1p = staticmethod(tf.math.log1p)
@@ -104,7 +125,63 @@ class TensorFlowOps:
 
 
 OPS = TensorFlowOps()
-KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, kernel in kernels.KERNELS.items()}
+
+#: Compiled kernels kept, by call signature; the cache is emptied when it reaches this size.
+CACHE_SIZE = 256
+#: A signature is compiled once it has been called this many times eagerly (one-off shapes never pay for a
+#: trace).
+COMPILE_AFTER = 2
+#: How an eager call's kernel is compiled: ``"xla"`` (``tf.function(jit_compile=True)``), ``"graph"``
+#: (``tf.function``) or ``None`` (not at all: operation by operation).
+EAGER_COMPILE: str | None = "xla"
+
+
+def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
+    """``kernel`` called eagerly runs as one ``tf.function(jit_compile=True)`` per call signature (forms,
+    dtypes, sizes and static options: :attr:`recloss._spec.Bound.signature`) from its second call on, as Keras
+    does for ``fit``: graph and XLA speed without per-operation dispatch. The number options are passed as
+    tensors, so a new temperature does not retrace. Inside a ``tf.function`` the kernel is traced into the
+    caller's graph as usual; under a tape that may record a second derivative it runs eagerly, where the
+    streaming path's backward checks for an outer tape (see ``tensorflow_streaming``)."""
+    cache: dict[tuple, Any] = {}
+    calls: dict[tuple, int] = {}
+
+    def run(bound: Any, **arguments: Any) -> Any:
+        if not tf.executing_eagerly() or EAGER_COMPILE is None:
+            return kernel(bound, **arguments)
+        tensors, numbers_, static = kernels.split_arguments(bound, arguments)
+        if _higher_order([t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
+            return kernel(bound, **arguments)
+        key = (bound.signature, tuple(sorted(static.items())), kernels.settings())
+        function = cache.get(key)
+        if function is None:
+            calls[key] = calls.get(key, 0) + 1
+            if calls[key] < COMPILE_AFTER:
+                return kernel(bound, **arguments)
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+                calls.clear()
+            function = cache[key] = tf.function(
+                lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static),
+                jit_compile=EAGER_COMPILE == "xla", autograph=False)
+        return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
+                                  for k, v in numbers_.items()})
+    return run
+
+
+def _higher_order(tensors: list) -> bool:
+    """True where a tape could record the gradient of these tensors' gradient (nested or persistent tapes)."""
+    try:
+        from tensorflow.python.ops.gradients_util import (POSSIBLE_GRADIENT_TYPES_HIGHER_ORDER,
+                                                          PossibleTapeGradientTypes)
+    except ImportError:   # no way to tell: stay eager, which is right in every case
+        return True
+    handles = [t.handle if isinstance(t, tf.Variable) else t for t in tensors if tf.is_tensor(t)]
+    return PossibleTapeGradientTypes(handles) == POSSIBLE_GRADIENT_TYPES_HIGHER_ORDER
+
+
+KERNELS: dict[str, Callable[..., Any]] = {name: compiled(partial(kernel, OPS))
+                                          for name, kernel in kernels.KERNELS.items()}
 
 
 def convert(array: np.ndarray) -> tf.Tensor:
@@ -134,6 +211,11 @@ def check_deferred(bound: Bound, tensors: dict[str, Any]) -> dict[str, Any]:
     target = next(n for n in bound.spec.tensor_names if bound.dtypes.get(n, "").startswith(("float", "bfloat")))
     zero = tf.cast(tf.reduce_any(tf.stack(probes)), tensors[target].dtype)
     return {**tensors, target: tensors[target] + zero}
+
+
+def product_result_unit(dtype: str, device: str) -> float | None:
+    """bfloat16 embedding products are rounded to bfloat16 (2**-8); float16 is multiplied in float32 (None)."""
+    return 2.0 ** -8 if dtype == "bfloat16" else None
 
 
 def tracing() -> bool:

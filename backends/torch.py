@@ -16,6 +16,32 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
           "float64": torch.float64}
 
 
+HALF = (torch.float16, torch.bfloat16)
+_FLOAT32_RESULT: dict[str, bool] = {}
+
+
+def float32_result(device: torch.device) -> bool:
+    """Whether ``torch.mm(a, b, out_dtype=torch.float32)`` multiplies half inputs into a float32 result on this
+    device type (CUDA builds have it; the CPU has no such kernel in torch 2.13). Asked once per device type."""
+    kind = device.type
+    if kind not in _FLOAT32_RESULT:
+        try:
+            probe = torch.ones(2, 2, dtype=torch.bfloat16, device=device)
+            _FLOAT32_RESULT[kind] = torch.mm(probe, probe, out_dtype=torch.float32).dtype == torch.float32
+        except (NotImplementedError, RuntimeError, TypeError):
+            _FLOAT32_RESULT[kind] = False
+    return _FLOAT32_RESULT[kind]
+
+
+def half_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of float16/bfloat16 matrices as float32: products in the inputs' precision, float32 accumulation,
+    and a float32 result where the device has one (CUDA), else the half result upcast (bfloat16: rounded to
+    8 bits of mantissa; float16 never gets here on such a device, see ``half_products``)."""
+    if float32_result(a.device):
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return (a @ b).float()
+
+
 class TorchOps:
     """:class:`recloss.kernels.Ops` with torch operations."""
 
@@ -31,9 +57,25 @@ class TorchOps:
     def int_bits() -> int:
         return 64
 
-    rowdot = staticmethod(lambda a, b: (a * b).sum(-1))
-    dot_nt = staticmethod(lambda a, b: a @ b.transpose(-1, -2))
-    batch_dot = staticmethod(lambda a, b: torch.einsum("bd,bkd->bk", a, b))
+    @staticmethod
+    def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.dtype in HALF:                   # exact products, float32 sums
+            a, b = a.float(), b.float()
+        return (a * b).sum(-1)
+
+    @staticmethod
+    def dot_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return half_mm(a, b.transpose(-1, -2)) if a.dtype in HALF else a @ b.transpose(-1, -2)
+
+    @staticmethod
+    def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.dtype in HALF:                   # per-row negatives gain nothing from a half product: float32
+            a, b = a.float(), b.float()
+        return torch.einsum("bd,bkd->bk", a, b)
+
+    @staticmethod
+    def half_products(x: torch.Tensor) -> bool:
+        return x.dtype == torch.bfloat16 or (x.dtype == torch.float16 and float32_result(x.device))
     exp = staticmethod(torch.exp)
     log = staticmethod(torch.log)
     log1p = staticmethod(torch.log1p)
@@ -97,6 +139,15 @@ def convert(array: np.ndarray) -> torch.Tensor:
     if array.dtype.name == "bfloat16":
         return torch.tensor(array.astype(np.float32)).to(torch.bfloat16)
     return torch.tensor(array)
+
+
+def product_result_unit(dtype: str, device: str) -> float | None:
+    """The rounding unit of a half-precision embedding product's result with ``product_precision="input"``:
+    0 where it is float32 (CUDA's ``out_dtype``), bfloat16's 2**-8 on the CPU; None where float16 is multiplied
+    in float32 (the CPU). Used by the parity engine to derive tolerances."""
+    if float32_result(torch.device(device)):
+        return 0.0
+    return 2.0 ** -8 if dtype == "bfloat16" else None
 
 
 def tracing() -> bool:

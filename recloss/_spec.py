@@ -145,6 +145,13 @@ class Bound:
     #: :func:`recloss._validate.deferred_dimensions`).
     deferred: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 
+    @property
+    def signature(self) -> tuple:
+        """Everything a kernel's Python logic may depend on (forms, present arguments, dtypes, sizes), as a
+        hashable key: backends that compile a kernel once per call signature key their cache by it."""
+        return (self.spec.name, tuple(sorted(self.forms.items())), self.present, self.dtype,
+                tuple(sorted(self.dtypes.items())), tuple(sorted(self.dims.items())), self.deferred)
+
     def form(self, name: str) -> Shape | None:
         """The shape an argument matched, e.g. ``("N", "D")``, or None if it was not given."""
         if name not in self.forms:
@@ -169,6 +176,10 @@ class LossSpec:
     notes: str = ""
     rules: Callable[[Bound], Bound | None] | None = None   # cross-argument checks; may return a new Bound
     keywords: tuple[str, ...] = ()
+    #: For losses with embedding matrix products: ``(inputs, options) -> (S, A)``, the largest |logit| and the
+    #: largest sum of |products| behind one, which rounding the products to half precision scales with
+    #: (half-precision tolerances are derived from them; see ``recloss.losses.softmax.product_scales``).
+    product_scales: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[float, float]] | None = None
 
     @property
     def keyword_order(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ class Retrieval(keras.layers.Layer):
         num_hard_negatives: int | None = None,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        product_precision: Literal['input', 'float32'] = 'input',
         name: str | None = None,
         **kwargs: Any,
     ) -> None: ...

@@ -51,6 +51,7 @@ class UnsupervisedSoftmaxCrossEntropyLoss(LossModule):
         temperature: float | TensorLike = 1.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        product_precision: Literal['input', 'float32'] = 'input',
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(
@@ -115,6 +116,7 @@ class SampledSoftmaxLoss(LossModule):
         num_hard_negatives: int | None = None,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        product_precision: Literal['input', 'float32'] = 'input',
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(
@@ -154,6 +156,7 @@ class InfoNCELoss(LossModule):
         normalize: bool = False,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        product_precision: Literal['input', 'float32'] = 'input',
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(

@@ -96,7 +96,8 @@ def test_masking_is_exact_in_half_precision(dtype: str, backend: str, device: st
     mask[0] = False  # a fully masked row
     values, grads = [], []
     module = load_backend(backend)
-    for filler in (6e4, -6e4, 0.0):
+    # Compare calls in one execution mode: TensorFlow compiles a signature from its second eager call on.
+    for filler in (0.0, 6e4, -6e4, 0.0):
         inputs = cast_inputs({"pos_logit": pos, "neg_logit": np.where(mask, neg, filler), "neg_mask": mask},
                              CATALOGUE["softmax_loss"], dtype)
         value, grad = module.value_and_grad(lambda **t: recloss.softmax_loss(**t, reduction="none"), inputs,
@@ -105,6 +106,8 @@ def test_masking_is_exact_in_half_precision(dtype: str, backend: str, device: st
         assert np.all(grad["neg_logit"][~mask] == 0.0)
         values.append(value)
         grads.append(grad)
+    if backend == "tensorflow":
+        values, grads = values[1:], grads[1:]
     for value, grad in zip(values[1:], grads[1:]):
         np.testing.assert_array_equal(value, values[0])
         np.testing.assert_array_equal(grad["pos_logit"], grads[0]["pos_logit"])

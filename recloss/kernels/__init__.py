@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from recloss.kernels import pairwise, softmax
-from recloss.kernels._common import Ops
+from recloss.kernels._common import Ops, split_arguments
 
 #: loss name -> ``kernel(ops, bound, **arguments)``; each backend binds its ``Ops``.
 KERNELS: dict[str, Callable[..., Any]] = {
@@ -23,4 +23,12 @@ KERNELS: dict[str, Callable[..., Any]] = {
                             pairwise.bpr_loss, pairwise.hinge_loss, pairwise.triplet_margin_loss)
 }
 
-__all__ = ["KERNELS", "Ops", "pairwise", "softmax"]
+
+
+def settings() -> tuple:
+    """The module-level settings kernels read while they are traced: part of the key under which a backend
+    caches a compiled kernel, so that changing one (as the tests do) takes effect."""
+    return (softmax.STREAMING_MIN_LOGITS, softmax.STREAMING_CHUNK, softmax.STREAMING_STORE_BYTES)
+
+
+__all__ = ["KERNELS", "Ops", "pairwise", "softmax", "settings", "split_arguments"]

@@ -30,8 +30,9 @@ class Ops(Protocol):
     def cast_int(self, x: Any, dtype: str) -> Any: ...        # to an integer dtype, e.g. "int64"
     def int_bits(self) -> int: ...                            # the widest integer dtype's bits (64; JAX x32: 32)
     def rowdot(self, a: Any, b: Any) -> Any: ...          # [B, D], [B, D] -> [B]
-    def dot_nt(self, a: Any, b: Any) -> Any: ...          # [B, D], [N, D] -> [B, N]
-    def batch_dot(self, a: Any, b: Any) -> Any: ...       # [B, D], [B, K, D] -> [B, K]
+    def dot_nt(self, a: Any, b: Any) -> Any: ...          # [B, D], [N, D] -> [B, N]; half in, float32 out
+    def batch_dot(self, a: Any, b: Any) -> Any: ...       # [B, D], [B, K, D] -> [B, K]; likewise
+    def half_products(self, x: Any) -> bool: ...          # True: x (float16/bfloat16) may enter dot_nt as it is
     def sum(self, x: Any, axis: int | None = None) -> Any: ...
     def max(self, x: Any, axis: int) -> Any: ...
     def maximum(self, a: Any, b: Any) -> Any: ...
@@ -67,6 +68,18 @@ def upcast(ops: Ops, bound: Bound, x: Any) -> Any:
     return None if x is None else ops.cast(x, bound.dtype)
 
 
+def product_operands(ops: Ops, bound: Bound, precision: str, *embeddings: Any) -> tuple:
+    """Embeddings as operands of the softmax family's matrix products: kept in float16/bfloat16 when
+    ``product_precision="input"``, every one of them has the same half dtype, and the backend multiplies it
+    in that precision without risk of overflow (``ops.half_products``); else cast to the compute dtype like
+    every other input."""
+    present = [x for x in embeddings if x is not None]
+    dtypes = {str(x.dtype) for x in present}
+    if precision == "input" and bound.dtype == "float32" and len(dtypes) == 1 and ops.half_products(present[0]):
+        return embeddings
+    return tuple(upcast(ops, bound, x) for x in embeddings)
+
+
 def scalar(ops: Ops, bound: Bound, value: Any) -> Any:
     """A number option (``temperature``, ``margin``) ready for the math: any real number (``int``, ``float``,
     ``fractions.Fraction``, NumPy scalars and 0-d arrays) becomes a Python float, a framework tensor is cast to
@@ -75,6 +88,21 @@ def scalar(ops: Ops, bound: Bound, value: Any) -> Any:
     if isinstance(value, numbers.Real) or type(value).__module__ == "numpy":
         return float(value)
     return ops.cast(value, bound.dtype)
+
+
+def split_arguments(bound: Bound, arguments: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """A kernel's arguments as ``(tensors, numbers, static)`` for a backend that compiles the kernel once per
+    signature: the tensor arguments; the number options (``temperature``, ``margin``: traced, so that a new
+    value does not recompile); every other option (static: it steers the kernel's Python code)."""
+    tensors = {name: arguments[name] for name in bound.spec.tensor_names}
+    numbers_, static = {}, {}
+    for option in bound.spec.options:
+        value = arguments[option.name]
+        if option.rule in ("positive", "finite"):
+            numbers_[option.name] = float(value) if isinstance(value, numbers.Real) else value
+        else:
+            static[option.name] = value
+    return tensors, numbers_, static
 
 
 def safe_mean(ops: Ops, x: Any, axis: int) -> Any:

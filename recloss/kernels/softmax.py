@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from recloss._spec import Bound
-from recloss._validate import check_comparable_ids
-from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, reduce_rows, scalar,
-                                     upcast)
+from recloss._validate import check_comparable_ids, dtype_name
+from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, product_operands,
+                                     reduce_rows, scalar, upcast)
 
 
 def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperature: Any,
@@ -160,6 +160,8 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         return None
     if implementation == "auto" and sizes[0] * sum(sizes[1:]) < STREAMING_MIN_LOGITS:
         return None
+    # The streaming modules multiply in the compute dtype (half operands are cast here).
+    query_emb, pos_emb, neg_emb = (upcast(ops, bound, x) for x in (query_emb, pos_emb, neg_emb))
     sources = []
     if in_batch:
         sources.append((pos_emb, pos_log_q, pos_ids, pos_ids is None))
@@ -203,36 +205,50 @@ def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any,
-                         reduction: str, implementation: str = "auto") -> Any:
-    q, p, n, pos_q, neg_q, weight = (upcast(ops, bound, x)
-                                     for x in (query_emb, pos_emb, neg_emb, pos_log_q, neg_log_q, sample_weight))
+                         reduction: str, implementation: str = "auto", product_precision: str = "input") -> Any:
+    q, p, n = product_operands(ops, bound, product_precision, query_emb, pos_emb, neg_emb)
+    pos_q, neg_q, weight = (upcast(ops, bound, x) for x in (pos_log_q, neg_log_q, sample_weight))
     pos_ids, neg_ids = comparable_ids(ops, bound, pos_ids, neg_ids)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature),
                                 in_batch=(neg_emb is None) if in_batch is None else in_batch,
                                 pos_log_q=pos_q, neg_log_q=neg_q, pos_ids=pos_ids, neg_ids=neg_ids,
                                 num_hard_negatives=num_hard_negatives, implementation=implementation)
-    return reduce_rows(ops, rows, weight, reduction, (q, p, n, pos_q, neg_q))
+    return reduce_rows(ops, rows, weight, reduction, (*_guarded(ops, bound, q, p, n), pos_q, neg_q))
 
 
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
                                             temperature: Any, sample_weight: Any, reduction: str,
-                                            implementation: str = "auto") -> Any:
-    q, p, n, weight = (upcast(ops, bound, x) for x in (src_emb, pos_emb, neg_emb, sample_weight))
+                                            implementation: str = "auto", product_precision: str = "input") -> Any:
+    q, p, n = product_operands(ops, bound, product_precision, src_emb, pos_emb, neg_emb)
+    weight = upcast(ops, bound, sample_weight)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature), in_batch=False,
                                 pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
                                 implementation=implementation)
-    return reduce_rows(ops, rows, weight, reduction, (q, p, n))
+    return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, p, n))
 
 
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
                   normalize: bool, ids: Any, sample_weight: Any, reduction: str,
-                  implementation: str = "auto") -> Any:
-    q, k, weight = (upcast(ops, bound, x) for x in (query_emb, key_emb, sample_weight))
+                  implementation: str = "auto", product_precision: str = "input") -> Any:
+    q, k = product_operands(ops, bound, product_precision, query_emb, key_emb)
+    weight = upcast(ops, bound, sample_weight)
     if normalize:
-        q, k = l2_normalize(ops, q), l2_normalize(ops, k)
+        q, k = _normalized(ops, bound, q), _normalized(ops, bound, k)
     common = dict(temperature=scalar(ops, bound, temperature), in_batch=True, pos_log_q=None, neg_log_q=None,
                   pos_ids=ids, neg_ids=None, num_hard_negatives=None, implementation=implementation)
     rows = retrieval_row_losses(ops, bound, q, k, None, **common)
     if symmetric:
         rows = 0.5 * (rows + retrieval_row_losses(ops, bound, k, q, None, **common))
-    return reduce_rows(ops, rows, weight, reduction, (q, k))
+    return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, k))
+
+
+def _normalized(ops: Ops, bound: Bound, x: Any) -> Any:
+    """``x / ||x||`` computed in the compute dtype, returned in ``x``'s precision (a half operand stays half)."""
+    unit = l2_normalize(ops, upcast(ops, bound, x))
+    precision = dtype_name(x.dtype)
+    return unit if precision == bound.dtype else ops.cast(unit, precision)
+
+
+def _guarded(ops: Ops, bound: Bound, *embeddings: Any) -> tuple:
+    """The embeddings as the non-finite guard reads them: in the compute dtype (half operands are copied)."""
+    return tuple(upcast(ops, bound, x) for x in embeddings)

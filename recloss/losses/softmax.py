@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+import numpy as np
+
 from recloss._spec import BOOL, INT, Bound, Case, LossSpec, Option, tensor
 from recloss._validate import check_comparable_ids, fail
 from recloss.losses._shared import REDUCTION, RETURNS, SAMPLE_WEIGHT, temperature
@@ -17,6 +21,29 @@ IMPLEMENTATION = Option(
         "logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from "
         "the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``\"auto\"`` "
         "streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
+
+PRODUCT_PRECISION = Option(
+    "product_precision", "input", "choice", choices=("input", "float32"), annotation="str",
+    doc='For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs\' precision '
+        "with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch "
+        "on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in "
+        "float32, which cannot overflow); ``\"float32\"`` casts the embeddings to float32 first, as recloss did "
+        "before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.")
+
+
+def product_scales(inputs: Mapping[str, Any], options: Mapping[str, Any]) -> tuple[float, float]:
+    """``(max |q . c|, max sum_d |q_d c_d|) / T`` over the query rows and every candidate embedding: rounding a
+    product's result to precision u moves a logit by at most u times the first; rounding its operands, by at
+    most 2u times the second. The parity engine derives the tolerances of half-precision products from them."""
+    rows = [np.asarray(v, np.float64).reshape(-1, np.shape(v)[-1]) for k, v in inputs.items()
+            if k.endswith("_emb") and v is not None]
+    if options.get("normalize"):
+        rows = [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in rows]
+    query, candidates = rows[0], np.concatenate(rows, axis=0)
+    temperature = float(np.asarray(options.get("temperature", 1.0)))
+    return (float(np.max(np.abs(query @ candidates.T), initial=0.0)) / temperature,
+            float(np.max(np.abs(query) @ np.abs(candidates).T, initial=0.0)) / temperature)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Cross-argument rules
@@ -80,6 +107,7 @@ SOFTMAX = LossSpec(
 )
 
 SAMPLED_SOFTMAX = LossSpec(
+    product_scales=product_scales,
     name="sampled_softmax_loss",
     summary="Sampled / in-batch softmax for two-tower retrieval, with logQ correction, accidental-hit removal "
             "and hard negatives.",
@@ -102,10 +130,10 @@ SAMPLED_SOFTMAX = LossSpec(
              Option("in_batch", None, "optional_bool", annotation="bool | None",
                     doc="Use the other rows' positives as negatives. Default: True when `neg_emb` is None, "
                         "else False; both together is mixed negative sampling."),
-             NUM_HARD, REDUCTION, IMPLEMENTATION),
+             NUM_HARD, REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION),
     positional=("query_emb", "pos_emb", "neg_emb"),
     keywords=("temperature", "in_batch", "pos_log_q", "neg_log_q", "pos_ids", "neg_ids", "num_hard_negatives",
-              "sample_weight", "reduction", "implementation"),
+              "sample_weight", "reduction", "implementation", "product_precision"),
     returns=RETURNS,
     cases=(Case("in-batch"),
            Case("shared negatives, T=0.5", {"neg_emb": 0}, {"temperature": 0.5}),
@@ -113,6 +141,8 @@ SAMPLED_SOFTMAX = LossSpec(
            Case("mixed, logQ, ids", {"neg_emb": 0, "pos_log_q": 0, "neg_log_q": 0, "pos_ids": 0, "neg_ids": 0},
                 {"in_batch": True}),
            Case("in-batch, ids, 3 hard, weights", {"pos_ids": 0, "sample_weight": 0}, {"num_hard_negatives": 3}),
+           Case("mixed, logQ, float32 products", {"neg_emb": 0, "pos_log_q": 0, "neg_log_q": 0},
+                {"in_batch": True, "product_precision": "float32"}),
            Case("shared, none", {"neg_emb": 0}, {"reduction": "none"}),
            Case("streaming: in-batch, ids, weights", {"pos_ids": 0, "sample_weight": 0},
                 {"implementation": "streaming"}),
@@ -128,6 +158,7 @@ SAMPLED_SOFTMAX = LossSpec(
 )
 
 UNSUPERVISED_SOFTMAX = LossSpec(
+    product_scales=product_scales,
     name="unsupervised_softmax_cross_entropy_loss",
     summary="GraphLearn's softmax cross-entropy with negatives shared by the whole batch (two-tower models).",
     math=("z_i = [src_i . pos_i, src_i . neg_1, ..., src_i . neg_N] / T;  l_i = logsumexp(z_i) - z_i0  "
@@ -136,10 +167,11 @@ UNSUPERVISED_SOFTMAX = LossSpec(
           tensor("pos_emb", "[B, D]", doc="Embedding of each row's positive destination."),
           tensor("neg_emb", "[N, D]", doc="Negative destinations shared by every row (N is often B * neg_num)."),
           SAMPLE_WEIGHT),
-    options=(temperature(1.0), REDUCTION, IMPLEMENTATION),
+    options=(temperature(1.0), REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION),
     positional=("src_emb", "pos_emb", "neg_emb", "temperature"),
     returns=RETURNS,
     cases=(Case("default"), Case("T=0.3, weights", {"sample_weight": 0}, {"temperature": 0.3}),
+           Case("float32 products, weights", {"sample_weight": 0}, {"product_precision": "float32"}),
            Case("streaming, T=0.3, weights", {"sample_weight": 0},
                 {"temperature": 0.3, "implementation": "streaming"})),
     example="loss = recloss.unsupervised_softmax_cross_entropy_loss(src, pos, neg, temperature=0.5)",
@@ -147,6 +179,7 @@ UNSUPERVISED_SOFTMAX = LossSpec(
 )
 
 INFO_NCE = LossSpec(
+    product_scales=product_scales,
     name="info_nce_loss",
     summary="In-batch contrastive InfoNCE: row i's key is its positive, the other keys its negatives.",
     math=("l_i = logsumexp_j(q_i . k_j / T) - q_i . k_i / T over j = i and keys whose id differs from ids_i;  "
@@ -161,12 +194,14 @@ INFO_NCE = LossSpec(
                     doc="Average query-to-key and key-to-query losses (CLIP)."),
              Option("normalize", False, "bool", annotation="bool",
                     doc="L2-normalise both sides first, x / max(||x||, 1e-12) (cosine similarity)."),
-             REDUCTION, IMPLEMENTATION),
+             REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION),
     positional=("query_emb", "key_emb"),
     returns=RETURNS,
     cases=(Case("default", {}, {"temperature": 1.0}),
            Case("symmetric, normalized, ids, weights", {"ids": 0, "sample_weight": 0},
                 {"symmetric": True, "normalize": True, "temperature": 0.2}),
+           Case("symmetric, normalized, float32 products", {}, {"symmetric": True, "normalize": True,
+                                                                "temperature": 0.2, "product_precision": "float32"}),
            Case("streaming", {}, {"temperature": 1.0, "implementation": "streaming"}),
            Case("streaming: symmetric, normalized, ids, weights", {"ids": 0, "sample_weight": 0},
                 {"symmetric": True, "normalize": True, "temperature": 0.2, "implementation": "streaming"})),

@@ -40,7 +40,7 @@ def softmax_loss(pos_logit, neg_logit, *, neg_mask=None, temperature=1.0, pos_lo
 
 def sampled_softmax_loss(query_emb, pos_emb, neg_emb=None, *, temperature=1.0, in_batch=None, pos_log_q=None,
                          neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
-                         sample_weight=None, reduction="mean", implementation="auto"):
+                         sample_weight=None, reduction="mean", implementation="auto", product_precision="input"):
     q, p, n = f64(query_emb), f64(pos_emb), f64(neg_emb)
     temperature = float(np.asarray(temperature))
     if in_batch is None:
@@ -69,13 +69,13 @@ def sampled_softmax_loss(query_emb, pos_emb, neg_emb=None, *, temperature=1.0, i
 
 
 def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb, temperature=1.0, *, sample_weight=None,
-                                            reduction="mean", implementation="auto"):
+                                            reduction="mean", implementation="auto", product_precision="input"):
     return sampled_softmax_loss(src_emb, pos_emb, neg_emb, temperature=temperature, in_batch=False,
                                 sample_weight=sample_weight, reduction=reduction)
 
 
 def info_nce_loss(query_emb, key_emb, *, temperature=0.07, symmetric=False, normalize=False, ids=None,
-                  sample_weight=None, reduction="mean", implementation="auto"):
+                  sample_weight=None, reduction="mean", implementation="auto", product_precision="input"):
     q, k = f64(query_emb), f64(key_emb)
     if normalize:
         q, k = l2_normalize(q), l2_normalize(k)
