@@ -60,6 +60,7 @@ class JaxOps:
     exp = staticmethod(jnp.exp)
     log = staticmethod(jnp.log)
     log1p = staticmethod(jnp.log1p)
+    expm1 = staticmethod(jnp.expm1)
     softplus = staticmethod(jax.nn.softplus)
     relu = staticmethod(jax.nn.relu)
     abs = staticmethod(jnp.abs)
@@ -70,7 +71,6 @@ class JaxOps:
     concat = staticmethod(jnp.concatenate)
     not_equal = staticmethod(jnp.not_equal)
     logical_and = staticmethod(jnp.logical_and)
-    logical_not = staticmethod(jnp.logical_not)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_vjp
@@ -88,8 +88,11 @@ class JaxOps:
         return jax.lax.top_k(x, k)[0]
 
     @staticmethod
-    def first_true(mask: jax.Array) -> jax.Array:
-        return mask & (jnp.cumsum(mask, axis=-1) == 1)
+    def max_one(x: jax.Array) -> jax.Array:
+        """Row maxima gathered at the argmax: the gradient goes to that one entry (jnp.max splits ties)."""
+        if x.shape[1] == 0:
+            return jnp.full(x.shape[:1], -jnp.inf, x.dtype)
+        return jnp.take_along_axis(x, jnp.argmax(x, axis=1)[:, None], axis=1)[:, 0]
 
     @staticmethod
     def ones_bool(like: jax.Array) -> jax.Array:

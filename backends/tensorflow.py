@@ -64,13 +64,13 @@ class TensorFlowOps:
     exp = staticmethod(tf.exp)
     log = staticmethod(tf.math.log)
     log1p = staticmethod(tf.math.log1p)
+    expm1 = staticmethod(tf.math.expm1)
     softplus = staticmethod(tf.nn.softplus)
     relu = staticmethod(tf.nn.relu)
     abs = staticmethod(tf.abs)
     sqrt = staticmethod(tf.sqrt)
     rsqrt = staticmethod(tf.math.rsqrt)
     logical_and = staticmethod(tf.logical_and)
-    logical_not = staticmethod(tf.logical_not)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_gradient
@@ -103,8 +103,12 @@ class TensorFlowOps:
     not_equal = staticmethod(tf.not_equal)
 
     @staticmethod
-    def first_true(mask: tf.Tensor) -> tf.Tensor:
-        return tf.logical_and(mask, tf.equal(tf.cumsum(tf.cast(mask, tf.int32), axis=-1), 1))
+    def max_one(x: tf.Tensor) -> tf.Tensor:
+        """Row maxima gathered at the argmax: the gradient goes to that one entry (reduce_max splits ties).
+        A column of -inf is appended where the width is not known to be positive (argmax refuses empty rows)."""
+        if x.shape[1] is None or x.shape[1] == 0:
+            x = tf.concat([x, tf.fill(tf.stack([tf.shape(x)[0], 1]), tf.constant(float("-inf"), x.dtype))], 1)
+        return tf.gather(x, tf.argmax(x, axis=1, output_type=tf.int32), axis=1, batch_dims=1)
 
     @staticmethod
     def ones_bool(like: tf.Tensor) -> tf.Tensor:

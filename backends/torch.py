@@ -79,6 +79,7 @@ class TorchOps:
     exp = staticmethod(torch.exp)
     log = staticmethod(torch.log)
     log1p = staticmethod(torch.log1p)
+    expm1 = staticmethod(torch.expm1)
     softplus = staticmethod(F.softplus)
     relu = staticmethod(torch.relu)
     abs = staticmethod(torch.abs)
@@ -88,7 +89,6 @@ class TorchOps:
     concat = staticmethod(torch.cat)
     not_equal = staticmethod(torch.ne)
     logical_and = staticmethod(torch.logical_and)
-    logical_not = staticmethod(torch.logical_not)
     stop_gradient = staticmethod(torch.Tensor.detach)
 
     @staticmethod
@@ -108,8 +108,10 @@ class TorchOps:
         return torch.topk(x, k, dim=-1).values
 
     @staticmethod
-    def first_true(mask: torch.Tensor) -> torch.Tensor:
-        return mask & (mask.cumsum(-1) == 1)
+    def max_one(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 0:
+            return x.new_full(x.shape[:1], float("-inf"))
+        return x.max(1).values                # its gradient goes to one index (amax would split ties)
 
     @staticmethod
     def ones_bool(like: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,10 @@ def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temp
     ``num_hard_negatives`` largest remaining negatives are kept. Removed entries must already hold finite
     values (the callers zero masked inputs first), so that no gradient of theirs is NaN.
     """
-    s_pos = pos_logit / temperature
-    s_neg = neg_logit / temperature
+    if isinstance(temperature, float) and temperature == 1.0:
+        s_pos, s_neg = pos_logit, neg_logit
+    else:
+        s_pos, s_neg = pos_logit / temperature, neg_logit / temperature
     if pos_log_q is not None:
         s_pos = s_pos - pos_log_q
     if neg_log_q is not None:
@@ -51,25 +53,20 @@ def log1p_row_losses(ops: Ops, s_pos: Any, s_neg: Any, keep: Any) -> Any:
     """``logsumexp([s_pos, kept s_k]) - s_pos`` as ``(m - s_pos) + log1p(r)``, ``[B]``.
 
     ``m`` is one maximal candidate of the row (the positive on ties) and ``r`` the sum of ``exp(s - m)`` over
-    every other kept candidate. Leaving the maximum out of the sum keeps what ``log(1 + r)`` would round away:
-    a confident row (the positive 20 or more above every negative) keeps its loss ``~ exp(-gap)`` and a
-    gradient of the right sign in float32. ``m`` is the chosen entry itself (not a stop-gradient constant), so
-    every derivative of every order is that of the exact log-sum-exp, ties included. Removed entries
-    (``keep`` False) must hold finite values; they contribute exactly 0 to value and gradient.
+    every other kept candidate. Where the positive is the maximum, ``r`` is the negatives' sum alone, never
+    added to 1 before the logarithm: a confident row (the positive 20 or more above every negative) keeps its
+    loss ``~ exp(-gap)`` and a gradient of the right sign in float32. Where a negative is the maximum, its term
+    (exactly 1) is taken back out with ``expm1(s_pos - m)``, which adds the positive's. ``m`` is the chosen
+    score itself (``ops.max_one`` routes its gradient to that one entry), so derivatives of every order are
+    those of the exact log-sum-exp, ties included. Removed entries (``keep`` False) contribute exactly 0.
     """
     candidates = s_neg if keep is None else ops.where(keep, s_neg, NEG_INF)
-    neg_max = ops.max(candidates, 1)
-    pos_wins = s_pos >= neg_max                                  # ties go to the positive
-    top = ops.logical_and(ops.first_true(candidates >= neg_max[:, None]),
-                          ops.logical_not(pos_wins)[:, None])    # the one negative taken as the maximum
-    neg_top = ops.sum(ops.where(top, s_neg, 0.0), 1)
-    m = ops.where(pos_wins, s_pos, neg_top)
-    others = ops.logical_not(top) if keep is None else ops.logical_and(keep, ops.logical_not(top))
-    # exp(-inf) = 0 with a zero gradient: left-out entries never reach exp with a value that could overflow.
-    rest = (ops.sum(ops.exp(ops.where(others, s_neg - m[:, None], NEG_INF)), 1)
-            + ops.exp(ops.where(pos_wins, NEG_INF, s_pos - m)))
+    neg_max = ops.max_one(candidates)                          # -inf for a row with no candidate left
+    pos_wins = s_pos >= neg_max                                # ties go to the positive
+    m = ops.where(pos_wins, s_pos, neg_max)
+    rest = ops.sum(ops.exp(candidates - m[:, None]), 1) + ops.where(pos_wins, 0.0, ops.expm1(s_pos - m))
     # Not m - s_pos where the positive is m: its two gradients (+1 and -1) would cancel what log1p kept.
-    return ops.where(pos_wins, 0.0, neg_top - s_pos) + ops.log1p(rest)
+    return ops.where(pos_wins, 0.0, neg_max - s_pos) + ops.log1p(rest)
 
 
 def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
