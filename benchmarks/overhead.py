@@ -1,10 +1,11 @@
-"""Dispatch and validation overhead of one recloss call (used by run.py; prints one JSON line).
+"""Overhead of one recloss call at a small batch (used by run.py; prints one JSON line).
 
 Compares ``recloss.unsupervised_softmax_cross_entropy_loss(q, p, n)`` (resolve backend, convert, validate,
-kernel) with the same kernel called directly (``backend.KERNELS[name](bound, ...)``, i.e. the math in the
-framework's own ops without the front end), forward only, B=32. Eagerly and under the framework's compiler
-(``jax.jit``, ``tf.function``, ``torch.compile``), where validation runs at trace time only.
-The overhead is the median over rounds of (public - direct) per call, rounds alternating the two.
+kernel), forward only, B=32, with (1) the same kernel called directly (``backend.KERNELS[name](bound, ...)``,
+i.e. without the front end) and (2) the same math written directly in the framework, as a user would
+(``workloads.plain``: concatenated logits and the framework's cross-entropy). Eagerly and under the framework's
+compiler (``jax.jit``, ``tf.function``, ``torch.compile``), where validation runs at trace time only.
+Each overhead is the median over rounds of (public - other) per call, rounds alternating the calls.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workloads  # noqa: E402
+
 NAME = "unsupervised_softmax_cross_entropy_loss"
 
 
@@ -29,18 +33,21 @@ def _per_call(fn: Callable[[], Any], calls: int, sync: Callable[[Any], Any]) -> 
     return (time.perf_counter() - start) / calls
 
 
-def measure(public: Callable[[], Any], direct: Callable[[], Any], calls: int,
+def measure(public: Callable[[], Any], direct: Callable[[], Any], plain: Callable[[], Any], calls: int,
             sync: Callable[[Any], Any]) -> dict[str, float]:
-    for fn in (public, direct):
+    for fn in (public, direct, plain):
         sync(fn())
     rounds = 7
     batch = max(calls // rounds, 20)
-    pub, dir_ = [], []
+    pub, dir_, pla = [], [], []
     for _ in range(rounds):
         pub.append(_per_call(public, batch, sync))
         dir_.append(_per_call(direct, batch, sync))
+        pla.append(_per_call(plain, batch, sync))
     return {"public_us": statistics.median(pub) * 1e6, "direct_us": statistics.median(dir_) * 1e6,
-            "overhead_us": statistics.median(p - d for p, d in zip(pub, dir_)) * 1e6}
+            "plain_us": statistics.median(pla) * 1e6,
+            "overhead_us": statistics.median(p - d for p, d in zip(pub, dir_)) * 1e6,
+            "over_plain_us": statistics.median(p - q for p, q in zip(pub, pla)) * 1e6}
 
 
 def main(config: dict[str, Any]) -> dict[str, Any]:
@@ -56,12 +63,15 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     module = load_backend(backend)
     q, p, neg = (module.convert(a) for a in arrays)
     spec = CATALOGUE[NAME]
-    options = {"temperature": 1.0, "reduction": "mean", "implementation": "auto"}
+    options = {"temperature": workloads.TEMPERATURE, "reduction": "mean", "implementation": "auto",
+               "product_precision": "input"}
     bound = validate(spec, {"src_emb": q, "pos_emb": p, "neg_emb": neg, "sample_weight": None}, options,
                      module.concrete)
     kernel = module.KERNELS[NAME]
-    public_fn = lambda q, p, neg: getattr(recloss, NAME)(q, p, neg)  # noqa: E731
-    direct_fn = lambda q, p, neg: kernel(bound, q, p, neg, sample_weight=None, **options)  # noqa: E731
+    public_fn = lambda q, p, neg: getattr(recloss, NAME)(q, p, neg, temperature=workloads.TEMPERATURE)  # noqa: E731
+    direct_fn = lambda q, p, neg: kernel(bound, src_emb=q, pos_emb=p, neg_emb=neg, sample_weight=None,  # noqa: E731
+                                        **options)
+    plain_fn = workloads.plain(backend)
 
     if backend == "jax":
         import jax
@@ -76,9 +86,11 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         sync = lambda x: x  # noqa: E731
         compile_ = tf.function
     calls = config["calls"]
-    eager = measure(lambda: public_fn(q, p, neg), lambda: direct_fn(q, p, neg), calls, sync)
-    public_c, direct_c = compile_(public_fn), compile_(direct_fn)
-    compiled = measure(lambda: public_c(q, p, neg), lambda: direct_c(q, p, neg), calls, sync)
+    eager = measure(lambda: public_fn(q, p, neg), lambda: direct_fn(q, p, neg), lambda: plain_fn(q, p, neg), calls,
+                    sync)
+    public_c, direct_c, plain_c = compile_(public_fn), compile_(direct_fn), compile_(plain_fn)
+    compiled = measure(lambda: public_c(q, p, neg), lambda: direct_c(q, p, neg), lambda: plain_c(q, p, neg), calls,
+                       sync)
     front_end = _front_end_us(spec, module, {"src_emb": q, "pos_emb": p, "neg_emb": neg, "sample_weight": None,
                                              **options}, calls)
     return {**config, "ok": True, "eager": eager, "compiled": compiled, "front_end_us": front_end}

@@ -34,7 +34,7 @@ import workloads  # noqa: E402
 
 SHAPES = ((256, 2560, 64), (1024, 10240, 128), (2048, 65536, 128))
 QUICK_SHAPES = ((256, 2560, 64),)
-BACKENDS = ("torch", "jax", "tensorflow")
+BACKENDS = ("torch", "jax", "tensorflow")   # "numpy" also runs: its GEMM with OpenBLAS's best kernel
 #: Repetitions and time budget of the timing loop per shape (index in SHAPES order by size).
 REPS = {0: 15, 1: 5, 2: 3}
 BUDGET_S = {0: 15.0, 1: 25.0, 2: 30.0}
@@ -51,21 +51,32 @@ def configurations(backends: list[str], shapes: list[tuple[int, int, int]], quic
         size = 0 if quick else min(index, 2) if shape not in SHAPES else SHAPES.index(shape)
         common = {"shape": list(shape), "reps": 5 if quick else REPS[size], "warmup": 1 if size == 2 else 2,
                   "max_seconds": 10.0 if quick else BUDGET_S[size]}
-        wanted = []
+        wanted = [("numpy", "native", "matmul", "float32", "best")]     # NumPy with OpenBLAS's best kernel
         if "tensorflow" in backends:
-            wanted += [("tensorflow", "eager", "graphlearn"), ("tensorflow", "compiled", "graphlearn")]
+            wanted += [("tensorflow", "eager", "graphlearn", "float32", None),
+                       ("tensorflow", "compiled", "graphlearn", "float32", None)]
         for backend in backends:
-            wanted.append((backend, "native", "matmul"))
+            wanted.append((backend, "native", "matmul", "float32", None))
             for mode in ("eager", "compiled"):
-                wanted.append((backend, mode, "plain"))
+                wanted.append((backend, mode, "plain", "float32", None))
                 for name in workloads.LOSSES:
-                    if quick and name == "unsupervised_softmax[materialized]":
+                    if name in workloads.HALF_ONLY or (quick and name == "unsupervised_softmax[materialized]"):
                         continue
-                    wanted.append((backend, mode, name))
-        for backend, mode, workload in wanted:
+                    wanted.append((backend, mode, name, "float32", None))
+            if not quick and shape == SHAPES[1]:    # half precision at the medium shape
+                wanted.append((backend, "native", "matmul", "bfloat16", None))
+                for mode in ("eager", "compiled"):
+                    for name in ("unsupervised_softmax", "unsupervised_softmax[float32 products]", "plain"):
+                        wanted.append((backend, mode, name, "bfloat16", None))
+        for backend, mode, workload, dtype, openblas in wanted:
             if workload_filter and workload not in workload_filter:
                 continue
-            configs.append({"backend": backend, "mode": mode, "workload": workload, **common})
+            config = {"backend": backend, "mode": mode, "workload": workload, **common}
+            if dtype != "float32":
+                config["dtype"] = dtype
+            if openblas:
+                config["openblas"] = openblas
+            configs.append(config)
     return configs
 
 
@@ -83,6 +94,11 @@ def _bar(done: int, total: int, started: float, label: str) -> None:
 def run_one(config: dict[str, Any], timeout: float) -> dict[str, Any]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MALLOC_MMAP_THRESHOLD_": "131072",
            "MALLOC_TRIM_THRESHOLD_": "131072", "PYTHONWARNINGS": "ignore"}
+    if config.get("openblas") == "best":
+        # This machine sets OPENBLAS_CORETYPE=Haswell (and OPENBLAS_L2_SIZE) for old OpenBLAS builds, which slows
+        # NumPy's GEMM; this one configuration unsets both, to show how far the usual floor is from the best.
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+            env.pop(name, None)
     if config["backend"] == "tensorflow":
         # oneDNN's TF ops keep freed buffers in their own pool, which hides every peak from the RSS; without
         # them TF uses Eigen kernels and malloc (the same setting for recloss and the TF baselines).

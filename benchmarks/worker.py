@@ -60,11 +60,16 @@ def build_step(backend: str, mode: str, workload: str, inputs: dict[str, np.ndar
     else:
         fn = workloads.loss_function(workload)
 
+    if backend == "numpy":              # the floor's own product, in a process with its own OpenBLAS settings
+        out = np.empty((inputs["a"].shape[0], inputs["b_t"].shape[1]), np.float32)
+        return lambda: np.matmul(inputs["a"], inputs["b_t"], out=out)
+
     if backend == "torch":
         import torch
-        tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        tensors = {k: (torch.from_numpy(np.asarray(v, np.float32)).to(torch.bfloat16) if v.dtype.name == "bfloat16"
+                       else torch.from_numpy(v)) for k, v in inputs.items()}
         if workload == "matmul":
-            out = torch.empty(tensors["a"].shape[0], tensors["b_t"].shape[1])
+            out = torch.empty(tensors["a"].shape[0], tensors["b_t"].shape[1], dtype=tensors["a"].dtype)
             return lambda: torch.mm(tensors["a"], tensors["b_t"], out=out)
         for name in wrt:
             tensors[name].requires_grad_(True)
@@ -109,7 +114,8 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     backend, mode, workload = config["backend"], config["mode"], config["workload"]
     shape = tuple(config["shape"])
     b, n, d = shape
-    inputs, wrt = workloads.make_inputs(workloads.input_kind(workload), shape, seed=0)
+    inputs, wrt = workloads.make_inputs(workloads.input_kind(workload), shape, seed=0,
+                                        dtype=config.get("dtype", "float32"))
     floor_a = np.random.default_rng(1).standard_normal((b, d), dtype=np.float32)
     floor_b = np.random.default_rng(2).standard_normal((d, n), dtype=np.float32)
     floor_out = np.empty((b, n), np.float32)
@@ -149,6 +155,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
             break
     step_median, floor_median = statistics.median(steps), statistics.median(floors)
     return {**config, "shape": list(shape), "ok": True, "step_s": step_median, "floor_s": floor_median,
+            "openblas": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
             "ratio": step_median / floor_median,
             "ratio_pairwise": statistics.median(s / f for s, f in zip(steps, floors)),
             "ratio_min": min(steps) / min(floors),

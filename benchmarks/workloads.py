@@ -1,7 +1,8 @@
 """What the benchmark runs: the losses, the hand-written baselines, and their inputs, per framework.
 
 Every workload is ``forward + backward``: the loss and its gradients with respect to every embedding (or,
-for losses that take logits, every logit input). Inputs are float32, seeded, built in NumPy first.
+for losses that take logits, every logit input). Inputs are float32 (or bfloat16 where a configuration says
+``"dtype": "bfloat16"``: the embeddings only), seeded, built in NumPy first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ LOSSES: dict[str, tuple[str, dict[str, Any], str]] = {
     "unsupervised_softmax": ("unsupervised_softmax_cross_entropy_loss", {}, "shared"),
     "unsupervised_softmax[materialized]": ("unsupervised_softmax_cross_entropy_loss",
                                            {"implementation": "materialized"}, "shared"),
+    "unsupervised_softmax[float32 products]": ("unsupervised_softmax_cross_entropy_loss",
+                                               {"product_precision": "float32"}, "shared"),
     "sampled_softmax[logQ,ids]": ("sampled_softmax_loss", {}, "shared_logq_ids"),
     "info_nce": ("info_nce_loss", {}, "in_batch"),
     "softmax": ("softmax_loss", {}, "logits"),
@@ -24,8 +27,10 @@ LOSSES: dict[str, tuple[str, dict[str, Any], str]] = {
     "hinge": ("hinge_loss", {}, "logits"),
 }
 #: Losses whose inputs are embeddings (the streaming family): memory is compared with their logits block.
-EMBEDDING_LOSSES = ("unsupervised_softmax", "unsupervised_softmax[materialized]", "sampled_softmax[logQ,ids]",
-                    "info_nce")
+EMBEDDING_LOSSES = ("unsupervised_softmax", "unsupervised_softmax[materialized]",
+                    "unsupervised_softmax[float32 products]", "sampled_softmax[logQ,ids]", "info_nce")
+#: Workloads run only with half-precision inputs (with float32 inputs they equal their plain counterpart).
+HALF_ONLY = ("unsupervised_softmax[float32 products]",)
 BASELINES = ("graphlearn", "plain", "matmul")
 
 
@@ -35,11 +40,18 @@ def logits_elements(workload: str, shape: tuple[int, int, int]) -> int:
     return b * b if workload == "info_nce" else b * n
 
 
-def make_inputs(kind: str, shape: tuple[int, int, int], seed: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
-    """NumPy inputs by name and the names to differentiate."""
+def make_inputs(kind: str, shape: tuple[int, int, int], seed: int = 0,
+                dtype: str = "float32") -> tuple[dict[str, np.ndarray], list[str]]:
+    """NumPy inputs by name and the names to differentiate; embeddings in ``dtype`` (bfloat16 via ml_dtypes)."""
     b, n, d = shape
     rng = np.random.default_rng(seed)
-    emb = lambda rows: (rng.standard_normal((rows, d), dtype=np.float32) / np.float32(np.sqrt(d)))  # noqa: E731
+    cast = np.float32
+    if dtype == "bfloat16":
+        import ml_dtypes
+        cast = ml_dtypes.bfloat16
+
+    def emb(rows: int) -> np.ndarray:
+        return (rng.standard_normal((rows, d), dtype=np.float32) / np.float32(np.sqrt(d))).astype(cast)
     if kind in ("shared", "plain", "graphlearn"):
         return {"src_emb": emb(b), "pos_emb": emb(b), "neg_emb": emb(n)}, ["src_emb", "pos_emb", "neg_emb"]
     if kind == "shared_logq_ids":
