@@ -74,6 +74,17 @@ class TorchOps:
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom backward
 
+    # The fused path (Triton): recloss.backends.torch_fused, imported on first use (triton only when it runs).
+    @staticmethod
+    def fused_unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
+        from recloss.backends import torch_fused
+        return torch_fused.unavailable(tensors, interpret, automatic)
+
+    @staticmethod
+    def fused_row_losses(*args: Any, **kwargs: Any) -> torch.Tensor:
+        from recloss.backends import torch_fused
+        return torch_fused.fused_row_losses(*args, **kwargs)
+
 
 OPS = TorchOps()
 KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, kernel in kernels.KERNELS.items()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from recloss._spec import Bound
+from recloss.kernels import fused
 from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, reduce_rows, scalar,
                                      upcast)
 
@@ -166,6 +167,7 @@ def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_
     return reduce_rows(ops, rows, weight, reduction, (pos, pos_q, *kept))
 
 
+@fused.path
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any,
@@ -179,6 +181,7 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     return reduce_rows(ops, rows, weight, reduction, (q, p, n, pos_q, neg_q))
 
 
+@fused.path
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
                                             temperature: Any, sample_weight: Any, reduction: str,
                                             implementation: str = "auto") -> Any:
@@ -189,6 +192,7 @@ def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any
     return reduce_rows(ops, rows, weight, reduction, (q, p, n))
 
 
+@fused.path
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
                   normalize: bool, ids: Any, sample_weight: Any, reduction: str,
                   implementation: str = "auto") -> Any:
