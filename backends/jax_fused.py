@@ -9,7 +9,8 @@ come from ``A``. Products in the inputs' dtype with float32 accumulation (float3
 
 On a GPU the kernels lower through Pallas's Triton backend; with ``interpret=True`` (``RECLOSS_FUSED_INTERPRET=1``)
 they run on the CPU through Pallas's interpreter. Inputs are padded to whole blocks (zeros, masked out), so
-no block reads out of bounds in either mode. Forward-mode AD (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``)
+no block reads out of bounds in either mode. The forward and the backward are ``jax.jit`` functions (static
+configuration), so eager calls reuse the compiled kernels instead of tracing them again. Forward-mode AD (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``)
 and second derivatives are refused with a :class:`recloss.ReclossError`: each kernel call is wrapped in a
 ``jax.custom_jvp`` that raises when differentiated, so nothing is silently treated as a constant.
 """
@@ -198,7 +199,12 @@ def _key_kernel(q_ref, keys_ref, log_q_ref, key_ids_ref, row_ids_ref, inv_t_ref,
             s = s - log_q[:, None]
         keep = _keep_mask(rows, cols, num_rows, num_cols, diagonal, row_ids, key_ids, transposed=True)
         g = jnp.where(keep, jnp.exp(s - lse[None, :]) * row_grad[None, :], 0.0)
-        grad_k = grad_k + pl.dot(g.astype(q.dtype), q, precision=precision)
+        if q.dtype == jnp.float16:   # scale each candidate's entries to at most 1 so small ones do not underflow
+            scale = jnp.max(jnp.abs(g), axis=1)
+            scale = jnp.where(scale > 0.0, scale, 1.0)
+            grad_k = grad_k + pl.dot((g / scale[:, None]).astype(q.dtype), q, precision=precision) * scale[:, None]
+        else:
+            grad_k = grad_k + pl.dot(g.astype(q.dtype), q, precision=precision)
         if grad_log_q is not None:
             grad_log_q = grad_log_q - jnp.sum(g, axis=1)
         return grad_k, grad_log_q
@@ -299,6 +305,7 @@ def _merge(s_pos: Any, maxes: Any, rests: Any) -> tuple[Any, Any]:
     return best, jnp.log1p(rest)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 7))
 def _forward(static: tuple, layout: tuple, q: Any, s_pos: Any, temperature: Any, row_ids: Any, sources: tuple,
              with_acc: bool) -> tuple:
     inv_t = (1.0 / temperature).astype(jnp.float32)
@@ -331,6 +338,11 @@ def _fused_rows_fwd(static: tuple, layout: tuple, q: Any, s_pos: Any, temperatur
 
 
 def _fused_rows_bwd(static: tuple, layout: tuple, residuals: tuple, grad: Any) -> tuple:
+    return _backward(static, layout, residuals, grad)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _backward(static: tuple, layout: tuple, residuals: tuple, grad: Any) -> tuple:
     q, s_pos, temperature, row_ids, sources, best, log_total, weighted_keys = residuals
     inv_t = (1.0 / temperature).astype(jnp.float32)
     grad = grad.astype(jnp.float32)

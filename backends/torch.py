@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from functools import partial
 from typing import Any, Callable
 
@@ -74,11 +76,27 @@ class TorchOps:
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom backward
 
-    # The fused path (Triton): recloss.backends.torch_fused, imported on first use (triton only when it runs).
+    # The fused path (Triton kernels, recloss.backends.torch_fused, imported only when it runs).
     @staticmethod
     def fused_unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
-        from recloss.backends import torch_fused
-        return torch_fused.unavailable(tensors, interpret, automatic)
+        """None where the fused kernels can run on these tensors; else ``(kind, what)`` for the shared message
+        (:mod:`recloss.kernels.fused`). Imports neither triton nor ``torch._dynamo`` (which imports triton):
+        in a process that imported TensorFlow first, that import would abort it."""
+        present = [t for t in tensors if t is not None]
+        if not interpret and not all(t.is_cuda for t in present):
+            return "device", f"PyTorch tensors on {', '.join(sorted({t.device.type for t in present}))}"
+        if torch.compiler.is_compiling():   # "auto" keeps the paths that compile into the graph
+            return ("compiling", "torch.compile") if automatic else None
+        if "triton" not in sys.modules:
+            try:
+                missing = importlib.util.find_spec("triton") is None
+            except ValueError:   # sys.modules["triton"] = None: blocked on purpose
+                missing = True
+            if missing:
+                return "package", "triton"
+            if "tensorflow" in sys.modules:   # LLVM options registered twice: the process would abort
+                return "conflict", "triton"
+        return None
 
     @staticmethod
     def fused_row_losses(*args: Any, **kwargs: Any) -> torch.Tensor:

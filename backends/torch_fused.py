@@ -18,14 +18,14 @@ backward  ``dq_i = g_i A_i / (T e^{lse_i})`` and the temperature's gradient ``-s
 float32, bfloat16 and float16 inputs (the products in the inputs' dtype, accumulated in float32; float32
 products at full precision unless ``torch.backends.cuda.matmul.allow_tf32`` is set); the row losses are float32.
 Second derivatives and forward-mode AD are refused with a :class:`recloss.ReclossError`; ``torch.func.vmap`` too.
-Under ``torch.compile`` the call runs eagerly (a graph break). Triton is imported only when a kernel runs.
-See :mod:`recloss.kernels.fused` for where this path is chosen.
+Under ``torch.compile`` the call runs eagerly (a graph break). This module is imported only when the path runs
+(importing it imports ``torch._dynamo``, which imports triton); where the path applies is decided by
+``TorchOps.fused_unavailable`` in :mod:`recloss.backends.torch` and :mod:`recloss.kernels.fused`.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import os
 from typing import Any
 
 import torch
@@ -35,34 +35,6 @@ from recloss.kernels.fused import FORWARD_MODE_REFUSED, SECOND_ORDER_REFUSED, VM
 
 #: Tile sizes and how many programs to aim for (two per SM of an H100/H200); tests shrink them.
 CONFIG: dict[str, int] = {"block_b": 64, "block_n": 64, "programs": 264, "num_warps": 4, "num_stages": 2}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Where the path applies (no triton import here)
-
-
-def unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
-    """None where the fused kernels can run on these tensors; else ``(kind, what)`` for the shared message
-    (:func:`recloss.kernels.fused._chosen`): kind ``"device"`` (not CUDA), ``"package"`` (triton missing),
-    ``"conflict"`` (TensorFlow loaded first) or ``"compiling"`` (``"auto"`` under ``torch.compile`` keeps the
-    path that compiles into the graph)."""
-    present = [t for t in tensors if t is not None]
-    if not interpret and not all(t.is_cuda for t in present):
-        devices = sorted({t.device.type for t in present})
-        return "device", f"PyTorch tensors on {', '.join(devices)}"
-    if automatic and torch.compiler.is_compiling():
-        return "compiling", "torch.compile"
-    return _triton_status()
-
-
-@torch.compiler.disable
-def _triton_status() -> tuple[str, str] | None:
-    if "triton" not in sys.modules:
-        if importlib.util.find_spec("triton") is None:
-            return "package", "triton"
-        if "tensorflow" in sys.modules:   # importing triton now would abort the process (LLVM options)
-            return "conflict", "triton"
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -81,6 +53,11 @@ def _next_power_of_2(n: int) -> int:
 
 def _precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def _dot_in_float32(dtype: torch.dtype) -> bool:
+    """Triton's interpreter multiplies bfloat16 tiles wrongly (2026-11, triton 3.9): widen them there."""
+    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _splits(blocks: int, others: int) -> tuple[int, int]:
@@ -118,7 +95,8 @@ def _forward(q: torch.Tensor, s_pos: torch.Tensor, inv_t: torch.Tensor, row_ids:
             q, keys, log_q, ids, row_ids, inv_t, maxes, rests, acc if with_acc else maxes,
             rows, keys.shape[0], dim, q.stride(0), keys.stride(0), per_split, first,
             HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=bool(diagonal), WITH_ACC=with_acc,
-            BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=_precision(q.dtype), **_launch_options())
+            BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+            DOT_F32=_dot_in_float32(q.dtype), **_launch_options())
         first += splits
     best, log_total = _merge(s_pos, maxes, rests)
     losses = (best - s_pos) + log_total
@@ -161,7 +139,8 @@ def _key_grads(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagon
         grad_log_q if grad_log_q is not None else grad_keys,
         rows, cols, dim, q.stride(0), keys.stride(0), per_split,
         HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=bool(diagonal),
-        BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=_precision(q.dtype), **_launch_options())
+        RESCALE=q.dtype == torch.float16, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d,
+        PRECISION=_precision(q.dtype), DOT_F32=_dot_in_float32(q.dtype), **_launch_options())
     grad_keys = grad_keys.sum(0) if splits > 1 else grad_keys[0]
     if grad_log_q is not None:
         grad_log_q = (grad_log_q.sum(0) if splits > 1 else grad_log_q[0]).to(log_q.dtype)

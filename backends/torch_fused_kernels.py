@@ -15,7 +15,10 @@ Two kernels, both recomputing the scores of one ``[BLOCK_B, BLOCK_N]`` tile at a
 Scores are ``s_ic = (q_i . k_c) * inv_t - log_q_c``; a candidate is removed where it is a padding column, where
 ``ids_c == row_ids_i`` (``HAS_IDS``) or where ``c == i`` (``DIAGONAL``): ``-inf`` in the value, 0 in the
 gradients. Products take the inputs' dtype with float32 accumulation (``tl.dot``); float32 inputs use
-``PRECISION`` ("ieee" unless torch allows TF32); everything else is float32.
+``PRECISION`` ("ieee" unless torch allows TF32); everything else is float32. The softmax weights enter the
+products in the inputs' dtype: relative to their block's maximum in the row pass (so at most 1), and, for
+float16 (``RESCALE``), scaled per candidate by their largest entry in the key pass, since ``g_i exp(s - lse)``
+can fall below float16's normal range (6e-5) at large B or N.
 """
 
 from __future__ import annotations
@@ -25,10 +28,22 @@ import triton.language as tl
 
 
 @triton.jit
+def _operand(x, LIKE, DOT_F32: tl.constexpr):
+    """``x`` rounded to the dtype of the tensor behind the pointer ``LIKE`` (the inputs'), as a product operand;
+    with ``DOT_F32`` (Triton's interpreter, whose bfloat16 ``tl.dot`` is wrong) then widened to float32, which
+    gives the same products (bfloat16 x bfloat16 is exact in float32) accumulated in float32."""
+    x = x.to(LIKE.dtype.element_ty)
+    if DOT_F32:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
 def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
              num_rows, num_cols, dim, stride_q, stride_k, blocks_per_split, first_split,
              HAS_LOG_Q: tl.constexpr, HAS_IDS: tl.constexpr, DIAGONAL: tl.constexpr, WITH_ACC: tl.constexpr,
-             BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+             BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+             DOT_F32: tl.constexpr):
     row_block = tl.program_id(0)
     split = tl.program_id(1)
     rows = row_block * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -37,6 +52,8 @@ def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
     dim_ok = dims < dim
     q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
                 mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
     inv_t = tl.load(INV_T)
     if HAS_IDS:
         row_ids = tl.load(ROW_IDS + rows, mask=row_ok, other=0)
@@ -51,6 +68,8 @@ def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
         col_ok = cols < num_cols
         k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
                     mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * inv_t
         if HAS_LOG_Q:
             s -= tl.load(LOG_Q + cols, mask=col_ok, other=0.0)[None, :]
@@ -79,7 +98,7 @@ def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
         if WITH_ACC:
             old_scale = tl.where(best == float("-inf"), 0.0, tl.exp(best - new_best))
             block_scale = tl.where(block_max == float("-inf"), 0.0, tl.exp(block_max - new_best))
-            block_acc = tl.dot(weights.to(k.dtype), k, input_precision=PRECISION)
+            block_acc = tl.dot(_operand(weights, K, DOT_F32), k, input_precision=PRECISION)
             acc = acc * old_scale[:, None] + block_acc * block_scale[:, None]
         best = new_best
 
@@ -94,8 +113,9 @@ def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
 @triton.jit
 def key_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, LSE, ROW_GRAD, KEY_GRAD, LOG_Q_GRAD,
              num_rows, num_cols, dim, stride_q, stride_k, blocks_per_split,
-             HAS_LOG_Q: tl.constexpr, HAS_IDS: tl.constexpr, DIAGONAL: tl.constexpr,
-             BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+             HAS_LOG_Q: tl.constexpr, HAS_IDS: tl.constexpr, DIAGONAL: tl.constexpr, RESCALE: tl.constexpr,
+             BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+             DOT_F32: tl.constexpr):
     col_block = tl.program_id(0)
     split = tl.program_id(1)
     cols = col_block * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -104,6 +124,8 @@ def key_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, LSE, ROW_GRAD, KEY_GRAD, LOG_
     dim_ok = dims < dim
     k = tl.load(K + cols[:, None].to(tl.int64) * stride_k + dims[None, :],
                 mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
+    if DOT_F32:
+        k = k.to(tl.float32)
     inv_t = tl.load(INV_T)
     if HAS_LOG_Q:
         log_q = tl.load(LOG_Q + cols, mask=col_ok, other=0.0)
@@ -119,6 +141,8 @@ def key_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, LSE, ROW_GRAD, KEY_GRAD, LOG_
         row_ok = rows < num_rows
         q = tl.load(Q + rows[:, None].to(tl.int64) * stride_q + dims[None, :],
                     mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+        if DOT_F32:
+            q = q.to(tl.float32)
         lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
         row_grad = tl.load(ROW_GRAD + rows, mask=row_ok, other=0.0)
         s = tl.dot(k, tl.trans(q), input_precision=PRECISION) * inv_t      # [BLOCK_N, BLOCK_B], transposed
@@ -131,7 +155,12 @@ def key_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, LSE, ROW_GRAD, KEY_GRAD, LOG_
             row_ids = tl.load(ROW_IDS + rows, mask=row_ok, other=0)
             keep = keep & (key_ids[:, None] != row_ids[None, :])
         g = tl.where(keep, tl.exp(s - lse[None, :]) * row_grad[None, :], 0.0)
-        grad_k += tl.dot(g.to(q.dtype), q, input_precision=PRECISION)
+        if RESCALE:   # float16: scale each candidate's entries to at most 1 so small ones do not underflow
+            scale = tl.max(tl.abs(g), 1)
+            scale = tl.where(scale > 0.0, scale, 1.0)
+            grad_k += tl.dot(_operand(g / scale[:, None], Q, DOT_F32), q, input_precision=PRECISION) * scale[:, None]
+        else:
+            grad_k += tl.dot(_operand(g, Q, DOT_F32), q, input_precision=PRECISION)
         if HAS_LOG_Q:
             grad_log_q -= tl.sum(g, 1)
 
