@@ -10,9 +10,10 @@ come from ``A``. Products in the inputs' dtype with float32 accumulation (float3
 On a GPU the kernels lower through Pallas's Triton backend; with ``interpret=True`` (``RECLOSS_FUSED_INTERPRET=1``)
 they run on the CPU through Pallas's interpreter. Inputs are padded to whole blocks (zeros, masked out), so
 no block reads out of bounds in either mode. The forward and the backward are ``jax.jit`` functions (static
-configuration), so eager calls reuse the compiled kernels instead of tracing them again. Forward-mode AD (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``)
-and second derivatives are refused with a :class:`recloss.ReclossError`: each kernel call is wrapped in a
-``jax.custom_jvp`` that raises when differentiated, so nothing is silently treated as a constant.
+configuration), so eager calls reuse the compiled kernels instead of tracing them again. Forward-mode AD
+(``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) and second derivatives are refused with a
+:class:`recloss.ReclossError`: each kernel call is wrapped in a ``jax.custom_jvp`` that raises when
+differentiated, so nothing is silently treated as a constant. ``jax.vmap`` works (Pallas batches the grid).
 """
 
 from __future__ import annotations
@@ -28,27 +29,43 @@ from jax.experimental import pallas as pl
 from recloss.errors import ReclossError
 from recloss.kernels.fused import FORWARD_MODE_REFUSED, SECOND_ORDER_REFUSED, refusal
 
-#: Tile sizes and how many programs to aim for (two per SM of an H100/H200); tests shrink them.
-CONFIG: dict[str, int] = {"block_b": 64, "block_n": 64, "programs": 264, "num_warps": 4, "num_stages": 2}
+#: Tile sizes, how many programs to aim for (two per SM of an H100/H200) and the launch options (``num_warps``
+#: 0: 8 warps from a padded width of 128 on, as FlashAttention for large heads, else 4); tests shrink the
+#: blocks; untuned (no GPU yet): ``benchmarks/fused_gpu.py --kernel-config`` tries others.
+CONFIG: dict[str, int] = {"block_b": 64, "block_n": 64, "programs": 264, "num_warps": 0, "num_stages": 2}
 
 
 def unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
     """None where the kernels can run (GPU arrays, or the interpreter); else ``("device", what)``."""
     if interpret:
         return None
+    if automatic and not _gpu_present():
+        return "device", "no GPU"
     platforms = sorted({_platform(t) for t in tensors if t is not None})
     if platforms == ["gpu"]:
         return None
     return "device", f"JAX arrays on {', '.join(platforms)}"
 
 
+_GPU_PRESENT: list[bool] = []
+
+
+def _gpu_present() -> bool:
+    """Whether JAX sees a GPU at all (looked up once), so that "auto" on a CPU-only machine decides at no cost."""
+    if not _GPU_PRESENT:
+        _GPU_PRESENT.append(any(_platform_name(d.platform) == "gpu" for d in jax.devices()))
+    return _GPU_PRESENT[0]
+
+
+def _platform_name(platform: str) -> str:
+    return "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+
+
 def _platform(x: Any) -> str:
     """The platform an array lives on; for a tracer (inside ``jit``), the default backend's."""
     if isinstance(x, jax.core.Tracer):
-        platform = jax.default_backend()
-    else:
-        platform = next(iter(x.devices())).platform
-    return "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+        return _platform_name(jax.default_backend())
+    return _platform_name(next(iter(x.devices())).platform)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -85,13 +102,14 @@ def _precision(dtype: Any) -> Any:
     return lax.Precision.HIGHEST if dtype == jnp.float32 else None
 
 
-def _compiler_params(interpret: bool) -> dict[str, Any]:
+def _compiler_params(interpret: bool, block_d: int) -> dict[str, Any]:
     if interpret:
         return {}
     from jax.experimental.pallas import triton as plgpu
 
     params = getattr(plgpu, "CompilerParams", None) or getattr(plgpu, "TritonCompilerParams")
-    return {"compiler_params": params(num_warps=CONFIG["num_warps"], num_stages=CONFIG["num_stages"])}
+    warps = CONFIG["num_warps"] or (8 if block_d >= 128 else 4)
+    return {"compiler_params": params(num_warps=warps, num_stages=CONFIG["num_stages"])}
 
 
 def _refusing_derivatives(name: str, call: Any) -> Any:
@@ -249,7 +267,7 @@ def _row_pass(static: tuple, q: Any, keys: Any, log_q: Any, ids: Any, row_ids: A
                                block_n=block_n, diagonal=diagonal, precision=_precision(q.dtype))
     call = pl.pallas_call(kernel, grid=(row_blocks, splits), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shape, interpret=interpret, name="recloss_fused_rows",
-                          **_compiler_params(interpret))
+                          **_compiler_params(interpret, block_d))
     outs = _refusing_derivatives(name, lambda *a: tuple(call(*a)))(q_p, keys_p, log_q_p, ids_p, row_ids_p, inv_t)
     maxes, rests = outs[0][:, :rows], outs[1][:, :rows]
     return maxes, rests, outs[2][:, :rows, :dim] if with_acc else None
@@ -284,7 +302,7 @@ def _key_pass(static: tuple, q: Any, keys: Any, log_q: Any, ids: Any, row_ids: A
                                block_n=block_n, diagonal=diagonal, precision=_precision(q.dtype))
     call = pl.pallas_call(kernel, grid=(col_blocks, splits), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shape, interpret=interpret, name="recloss_fused_keys",
-                          **_compiler_params(interpret))
+                          **_compiler_params(interpret, block_d))
     outs = _refusing_derivatives(name, lambda *a: tuple(call(*a)))(
         q_p, keys_p, by_col(log_q), by_col(ids), None if ids is None else by_split(row_ids), inv_t, by_split(lse),
         by_split(row_grad))
@@ -320,8 +338,8 @@ def _forward(static: tuple, layout: tuple, q: Any, s_pos: Any, temperature: Any,
         return losses, None
     lse = best + log_total
     weights = jnp.where(maxes == -jnp.inf, 0.0, jnp.exp(maxes - lse))
-    weighted_keys = (jnp.einsum("sb,sbd->bd", weights, jnp.concatenate([p[2] for p in parts])) if parts
-                     else jnp.zeros(q.shape, jnp.float32))
+    weighted_keys = (jnp.einsum("sb,sbd->bd", weights, jnp.concatenate([p[2] for p in parts]),
+                                precision=lax.Precision.HIGHEST) if parts else jnp.zeros(q.shape, jnp.float32))
     return losses, (best, log_total, weighted_keys)
 
 

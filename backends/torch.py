@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from recloss import kernels
 from recloss.backends.torch_streaming import streaming_row_losses as _streaming_row_losses
 
+#: Whether this process sees a CUDA device (so that "auto" on a CPU-only machine decides at no cost).
+_CUDA = torch.cuda.is_available()
+
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
           "float64": torch.float64}
 
@@ -83,8 +86,10 @@ class TorchOps:
         (:mod:`recloss.kernels.fused`). Imports neither triton nor ``torch._dynamo`` (which imports triton):
         in a process that imported TensorFlow first, that import would abort it."""
         present = [t for t in tensors if t is not None]
-        if not interpret and not all(t.is_cuda for t in present):
+        if not interpret and (not automatic or _CUDA) and not all(t.is_cuda for t in present):
             return "device", f"PyTorch tensors on {', '.join(sorted({t.device.type for t in present}))}"
+        if not interpret and not _CUDA:   # "auto" on a machine without CUDA: nothing to look at
+            return "device", "no CUDA device"
         if torch.compiler.is_compiling():   # "auto" keeps the paths that compile into the graph
             return ("compiling", "torch.compile") if automatic else None
         if "triton" not in sys.modules:

@@ -33,8 +33,10 @@ import torch
 from recloss.errors import ReclossError
 from recloss.kernels.fused import FORWARD_MODE_REFUSED, SECOND_ORDER_REFUSED, VMAP_REFUSED, refusal
 
-#: Tile sizes and how many programs to aim for (two per SM of an H100/H200); tests shrink them.
-CONFIG: dict[str, int] = {"block_b": 64, "block_n": 64, "programs": 264, "num_warps": 4, "num_stages": 2}
+#: Tile sizes, how many programs to aim for (two per SM of an H100/H200) and the launch options (``num_warps``
+#: 0: 8 warps from a padded width of 128 on, as FlashAttention for large heads, else 4); tests shrink the
+#: blocks; untuned (no GPU yet): ``benchmarks/fused_gpu.py --kernel-config`` tries others.
+CONFIG: dict[str, int] = {"block_b": 64, "block_n": 64, "programs": 264, "num_warps": 0, "num_stages": 2}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -51,8 +53,12 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+def _precision(dtype: torch.dtype) -> str | None:
+    """``tl.dot``'s input precision: float32 at full precision unless torch allows TF32; None (Triton's default,
+    which concerns float32 only) for half inputs."""
+    if dtype != torch.float32:
+        return None
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 def _dot_in_float32(dtype: torch.dtype) -> bool:
@@ -67,8 +73,8 @@ def _splits(blocks: int, others: int) -> tuple[int, int]:
     return -(-blocks // per_split), per_split
 
 
-def _launch_options() -> dict[str, int]:
-    return {"num_warps": CONFIG["num_warps"], "num_stages": CONFIG["num_stages"]}
+def _launch_options(block_d: int) -> dict[str, int]:
+    return {"num_warps": CONFIG["num_warps"] or (8 if block_d >= 128 else 4), "num_stages": CONFIG["num_stages"]}
 
 
 def _forward(q: torch.Tensor, s_pos: torch.Tensor, inv_t: torch.Tensor, row_ids: Any, sources: list,
@@ -96,7 +102,7 @@ def _forward(q: torch.Tensor, s_pos: torch.Tensor, inv_t: torch.Tensor, row_ids:
             rows, keys.shape[0], dim, q.stride(0), keys.stride(0), per_split, first,
             HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=bool(diagonal), WITH_ACC=with_acc,
             BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
-            DOT_F32=_dot_in_float32(q.dtype), **_launch_options())
+            DOT_F32=_dot_in_float32(q.dtype), **_launch_options(block_d))
         first += splits
     best, log_total = _merge(s_pos, maxes, rests)
     losses = (best - s_pos) + log_total
@@ -140,7 +146,7 @@ def _key_grads(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagon
         rows, cols, dim, q.stride(0), keys.stride(0), per_split,
         HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=bool(diagonal),
         RESCALE=q.dtype == torch.float16, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d,
-        PRECISION=_precision(q.dtype), DOT_F32=_dot_in_float32(q.dtype), **_launch_options())
+        PRECISION=_precision(q.dtype), DOT_F32=_dot_in_float32(q.dtype), **_launch_options(block_d))
     grad_keys = grad_keys.sum(0) if splits > 1 else grad_keys[0]
     if grad_log_q is not None:
         grad_log_q = (grad_log_q.sum(0) if splits > 1 else grad_log_q[0]).to(log_q.dtype)

@@ -77,6 +77,8 @@ def _chosen(ops: Ops, bound: Bound, implementation: str, tensors: tuple) -> bool
     if automatic and bound.dtype == "float64":
         return False
     offered = getattr(ops, "fused_unavailable", None)
+    if offered is None and automatic:
+        return False
     reason = (("device", _describe(tensors)) if offered is None
               else offered(tensors, interpret=INTERPRET, automatic=automatic))
     if reason is None:
