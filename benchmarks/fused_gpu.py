@@ -77,18 +77,28 @@ def _set_interpreter(dry_run: bool) -> None:
 # Parity on the device
 
 
-def parity(frameworks: list[str], device: str, dtypes: tuple[str, ...], small: bool) -> list[dict[str, Any]]:
-    """Rows ``{framework, check, dtype, value_error, grad_error, ok, detail}``."""
+def parity(frameworks: list[str], device: str, dtypes: tuple[str, ...], small: bool,
+           budget: float = float("inf")) -> list[dict[str, Any]]:
+    """Rows ``{framework, check, dtype, value_error, grad_error, ok, detail}``; checks not started within
+    ``budget`` seconds are reported as skipped (not ok)."""
     import numpy as np
 
     import recloss
     from recloss.losses import CATALOGUE
     from recloss.parity import DIMS, make_inputs
 
+    started = time.time()
     rows = []
+
+    def skipped(framework: str, check: str, dtype: str) -> dict:
+        return {"framework": framework, "check": check, "dtype": dtype, "value_error": float("nan"),
+                "grad_error": None, "ok": False, "detail": "skipped: parity budget spent"}
     for framework in frameworks:
         for loss in LOSSES:
             for dtype in dtypes:
+                if time.time() - started > budget:
+                    rows.append(skipped(framework, f"spec cases of {loss}", dtype))
+                    continue
                 rng = np.random.default_rng(0)
                 worst, failures = [0.0, 0.0], []
                 for case in CATALOGUE[loss].cases:
@@ -105,9 +115,12 @@ def parity(frameworks: list[str], device: str, dtypes: tuple[str, ...], small: b
                              "value_error": worst[0], "grad_error": worst[1], "ok": not failures,
                              "detail": "; ".join(failures)[:600]})
         sizes = (37, 61, 10) if small else (300, 1000, 96)
-        for dtype in dtypes:
-            rows += _against_materialized(framework, device, dtype, sizes)
         rows.append(_confident_rows(framework, device))
+        for dtype in dtypes:
+            if time.time() - started > budget:
+                rows.append(skipped(framework, f"every option at {sizes}", dtype))
+                continue
+            rows += _against_materialized(framework, device, dtype, sizes)
     return rows
 
 
@@ -374,6 +387,7 @@ def _markdown(document: dict[str, Any]) -> str:
             lines.append(f"| {r['framework']} | {r['check']} | {r['dtype']} | {r['value_error']:.1e} | {grad} | "
                          f"{result} |")
         lines.append("")
+    lines += _targets(document.get("results", []))
     if document.get("results"):
         lines += ["### Side-by-side", "",
                   "Forward+backward time as a ratio to the same GPU's `[B, D] x [D, N]` GEMM (same framework and "
@@ -395,6 +409,32 @@ def _markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _targets(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, read off the results: fused at most 3.5 x the GEMM; in-batch no slower than CCE and
+    peak memory at most CCE's."""
+    found = {(r["framework"], r["shape_kind"], r["workload"], r["dtype"]): r for r in results if r.get("ok")}
+    lines = []
+    for dtype in ("bfloat16", "float32"):
+        for framework in ("torch", "jax"):
+            for shape in ("in-batch", "shared"):
+                fused = found.get((framework, shape, "fused", dtype))
+                if fused is None:
+                    continue
+                line = (f"- {framework} {shape} {dtype}: fused {fused['ratio']:.2f} x GEMM (target <= 3.5: "
+                        f"{'met' if fused['ratio'] <= 3.5 else 'missed'})")
+                cce = found.get((framework, shape, "cce", dtype))
+                if cce is not None and shape == "in-batch":
+                    faster = fused["step_ms"] <= cce["step_ms"]
+                    line += (f"; CCE {cce['ratio']:.2f} x, fused / CCE time {fused['step_ms'] / cce['step_ms']:.2f} "
+                             f"(no slower than CCE: {'met' if faster else 'missed'})")
+                    if fused.get("peak_bytes") is not None and cce.get("peak_bytes"):
+                        smaller = fused["peak_bytes"] <= cce["peak_bytes"]
+                        line += (f"; peak fused / CCE {fused['peak_bytes'] / cce['peak_bytes']:.2f} (at most CCE's: "
+                                 f"{'met' if smaller else 'missed'})")
+                lines.append(line)
+    return ["### Targets", ""] + lines + [""] if lines else []
+
+
 def _write(document: dict[str, Any], out: str) -> None:
     with open(os.path.join(out, "fused_gpu.json"), "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1)
@@ -411,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase", choices=("parity", "bench", "all"), default="all")
     parser.add_argument("--out", default=os.environ.get("OUT") or os.path.join(HERE, "results", "gpu"))
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole run")
+    parser.add_argument("--parity-budget", type=float, default=180.0,
+                        help="seconds after which no new parity check starts (the rest is reported skipped)")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--framework", action="append", choices=("torch", "jax"),
                         help="repeatable; default: every installed one")
@@ -439,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "seconds": 0.0, "parity": [], "results": [], "dry_run": args.dry_run}
     if args.phase in ("parity", "all"):
         dtypes = ("float32", "bfloat16") if args.dry_run else ("float32", "bfloat16", "float16")
-        for row in parity(frameworks, device, dtypes, small=args.dry_run):
+        for row in parity(frameworks, device, dtypes, small=args.dry_run, budget=args.parity_budget):
             document["parity"].append(row)
             print(f"parity {row['framework']} {row['check']} {row['dtype']}: "
                   f"{'pass' if row['ok'] else 'FAIL ' + row['detail']} (value {row['value_error']:.1e}, grad "
