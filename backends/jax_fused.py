@@ -388,22 +388,11 @@ def _same_dtype(q: Any, sources: tuple) -> tuple:
     return q.astype(jnp.float32), tuple((k.astype(jnp.float32), l, i, d) for k, l, i, d in sources)
 
 
-def _comparable_ids(row_ids: Any, sources: tuple) -> tuple:
-    """Ids compared by value: one integer dtype for the rows and every source."""
-    present = [t for t in (row_ids, *(ids for _, _, ids, _ in sources)) if t is not None]
-    if len({t.dtype for t in present}) <= 1:
-        return row_ids, sources
-    common = jnp.result_type(*present)
-    cast = lambda t: None if t is None else t.astype(common)  # noqa: E731
-    return cast(row_ids), tuple((k, l, cast(i), d) for k, l, i, d in sources)
-
-
 def fused_row_losses(q: Any, s_pos: Any, sources: tuple, row_ids: Any, temperature: Any,
                      name: str = "fused softmax", interpret: bool = False) -> Any:
     """Row losses ``[B]`` (float32) of the fused softmax; the arguments of
     :func:`recloss.backends.torch_fused.fused_row_losses`, plus ``interpret`` (Pallas's interpreter)."""
     q, sources = _same_dtype(q, sources)
-    row_ids, sources = _comparable_ids(row_ids, sources)
     layout = tuple(bool(diagonal) for *_, diagonal in sources)
     arrays = tuple((keys, None if log_q is None else log_q.astype(jnp.float32), ids)
                    for keys, log_q, ids, _ in sources)

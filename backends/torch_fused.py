@@ -283,15 +283,6 @@ def _same_dtype(q: torch.Tensor, sources: tuple) -> tuple:
     return q.float(), tuple((keys.float(), log_q, ids, diagonal) for keys, log_q, ids, diagonal in sources)
 
 
-def _comparable_ids(row_ids: Any, sources: tuple) -> tuple:
-    """Ids compared by value: one integer dtype for the rows and every source (int64 where they differ)."""
-    dtypes = {t.dtype for t in (row_ids, *(ids for _, _, ids, _ in sources)) if t is not None}
-    if len(dtypes) <= 1:
-        return row_ids, sources
-    cast = lambda t: None if t is None else t.to(torch.int64)  # noqa: E731
-    return cast(row_ids), tuple((k, l, cast(i), d) for k, l, i, d in sources)
-
-
 @torch.compiler.disable
 def fused_row_losses(q: torch.Tensor, s_pos: torch.Tensor, sources: tuple, row_ids: Any, temperature: Any,
                      name: str = "fused softmax", interpret: bool = False) -> torch.Tensor:
@@ -307,7 +298,6 @@ def fused_row_losses(q: torch.Tensor, s_pos: torch.Tensor, sources: tuple, row_i
         interpret: accepted for the shared signature; Triton's interpreter follows ``TRITON_INTERPRET``.
     """
     q, sources = _same_dtype(q, sources)
-    row_ids, sources = _comparable_ids(row_ids, sources)
     q = q.contiguous()
     sources = tuple((keys.contiguous(), None if log_q is None else log_q.float().contiguous(),
                      None if ids is None else ids.contiguous(), diagonal) for keys, log_q, ids, diagonal in sources)

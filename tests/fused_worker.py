@@ -256,30 +256,35 @@ def _ids() -> str:
     rng = np.random.default_rng(3)
     q, p, n = (rng.normal(size=(m, 16)).astype(np.float32) for m in (2, 2, 2))
     options = {"reduction": "none"}
+    pos_ids, neg_ids = np.array([2**40 + 5, 7]), np.array([5, 2**40 + 7])    # equal low 32 bits, different ids
+    reference = recloss.sampled_softmax_loss(*(x.astype(np.float64) for x in (q, p, n)), pos_ids=pos_ids,
+                                             neg_ids=neg_ids, in_batch=True, **options)
     if FRAMEWORK == "torch":
         import torch
-        ids = [(np.array([2**40 + 5, 7]), np.array([5, 9])),          # equal low 32 bits, different ids
-               (np.array([5, 7], np.int32), np.array([5, 9], np.int64))]
-        out = []
-        for pos_ids, neg_ids in ids:
-            tensors = [torch.tensor(x) for x in (q, p, n)]
-            loss = recloss.sampled_softmax_loss(*tensors, pos_ids=torch.tensor(pos_ids), neg_ids=torch.tensor(neg_ids),
-                                                implementation="fused", **options)
-            ref = recloss.sampled_softmax_loss(q.astype(np.float64), p.astype(np.float64), n.astype(np.float64),
-                                               pos_ids=pos_ids, neg_ids=neg_ids, **options)
-            assert relative_error(loss.numpy(), ref) < 1e-6, (loss, ref)
-            out.append(f"{pos_ids.dtype}/{neg_ids.dtype}: {loss.numpy().round(4).tolist()}")
-        return "; ".join(out)
-    import jax
-    import jax.numpy as jnp
-    with jax.enable_x64(True):
-        pos_ids, neg_ids = np.array([2**40 + 5, 7]), np.array([5, 9])
-        loss = recloss.sampled_softmax_loss(*(jnp.asarray(x) for x in (q, p, n)), pos_ids=jnp.asarray(pos_ids),
-                                            neg_ids=jnp.asarray(neg_ids), implementation="fused", **options)
-        ref = recloss.sampled_softmax_loss(q.astype(np.float64), p.astype(np.float64), n.astype(np.float64),
-                                           pos_ids=pos_ids, neg_ids=neg_ids, **options)
-        assert relative_error(np.asarray(loss), ref) < 1e-6, (loss, ref)
-        return f"int64 under jax_enable_x64: {np.asarray(loss).round(4).tolist()}"
+        convert = torch.tensor
+        context: Any = None
+    else:
+        import jax
+        import jax.numpy as jnp
+        convert, context = jnp.asarray, jax.enable_x64(True)
+    import contextlib
+    with context or contextlib.nullcontext():
+        tensors = [convert(x) for x in (q, p, n)]
+        loss = recloss.sampled_softmax_loss(*tensors, pos_ids=convert(pos_ids), neg_ids=convert(neg_ids),
+                                            in_batch=True, implementation="fused", **options)
+        assert relative_error(np.asarray(loss), reference) < 1e-6, (loss, reference)
+        # ids of two dtypes: "auto" leaves them to the other paths, an explicit "fused" refuses them
+        mixed = dict(pos_ids=convert(pos_ids.astype(np.int32) % 5), neg_ids=convert(np.array([5, 9])), in_batch=True)
+        with FusedCalls() as calls:
+            recloss.sampled_softmax_loss(*tensors, **mixed, **options)
+        assert calls == [], calls
+        try:
+            recloss.sampled_softmax_loss(*tensors, **mixed, implementation="fused", **options)
+        except recloss.DTypeError as error:
+            refused = str(error)
+        else:
+            raise AssertionError("ids of two dtypes were not refused")
+    return f"int64 ids 2**40 + 5 and 5 kept apart: {np.asarray(loss).round(4).tolist()}; {refused}"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ offers it through two ``Ops`` methods:
     the backend's ops), and per source ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude_diagonal)``.
 
 ``"auto"`` picks the path on a GPU wherever it applies (any size): float16, bfloat16 or float32 inputs, in-batch
-or shared negatives, no ``num_hard_negatives``. Explicit ``"fused"`` elsewhere is an error with the same words on
+or shared negatives, no ``num_hard_negatives``, ``pos_ids`` and ``neg_ids`` (if both are given) of one dtype (the
+kernels compare ids of one dtype by value; ids of two dtypes keep to the other paths, which apply the shared rule,
+and are refused with an explicit ``"fused"``). Explicit ``"fused"`` elsewhere is an error with the same words on
 every backend (raised here); the cases the spec can see (float64, ``[B, K, D]`` negatives, hard negatives) are
 refused by the shared validator (:mod:`recloss.losses.softmax`).
 
@@ -33,7 +35,8 @@ from typing import Any, Callable
 
 from recloss._dispatch import framework_of
 from recloss._spec import Bound
-from recloss.errors import BackendUnavailableError, OptionError
+from recloss._validate import dtype_name
+from recloss.errors import BackendUnavailableError, DTypeError, OptionError
 from recloss.kernels._common import Ops, l2_normalize, reduce_rows, scalar, upcast
 
 #: Run the kernels through the interpreters on the CPU (tests); read once, at import.
@@ -124,6 +127,12 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         return None
     if not _chosen(ops, bound, implementation, (query_emb, pos_emb, neg_emb)):
         return None
+    if pos_ids is not None and neg_ids is not None and pos_ids.dtype != neg_ids.dtype:
+        if implementation == "auto":
+            return None   # the other paths compare ids of two dtypes by value, by the shared rule
+        raise DTypeError(f'{bound.spec.name}: implementation="fused" compares ids of one dtype; got `pos_ids` '
+                         f"{dtype_name(pos_ids.dtype)} and `neg_ids` {dtype_name(neg_ids.dtype)} (convert them to "
+                         'one dtype, or use implementation="auto")')
     pos_q, neg_q, weight = (upcast(ops, bound, x) for x in (pos_log_q, neg_log_q, sample_weight))
     t = scalar(ops, bound, temperature)
     s_pos = ops.rowdot(upcast(ops, bound, query_emb), upcast(ops, bound, pos_emb)) / t
