@@ -9,8 +9,8 @@ forward   one Triton pass over (row block x candidate block) tiles, the candidat
           fill the GPU; each slice's ``(m, r)`` (and, when a gradient will be taken, ``A = sum exp(s - m) k``)
           are merged here with the same tie-aware rule. Two matrix products per tile with the gradient, one
           without.
-backward  ``dq_i = g_i A_i / (T e^{lse_i})`` and the temperature's gradient ``-sum_i g_i q_i . dq_i / T``
-          come from ``A`` without another pass; one Triton pass over (candidate block x row block) tiles
+backward  ``dq_i = g_i sum_c P_ic k_c / T`` (``P = exp(s - lse)``, merged from the slices' ``A``) and the
+          temperature's gradient ``-sum_i q_i . dq_i / T`` come without another pass; one Triton pass over (candidate block x row block) tiles
           recomputes the scores and accumulates ``dk_c = sum_i G_ic q_i / T`` and ``d log_q_c = -sum_i G_ic``
           with ``G_ic = g_i exp(s_ic - lse_i)``: two matrix products per tile. The row weights of the loss
           reach the kernel as the per-row gradient ``g_i`` (a row of weight 0 contributes nothing).

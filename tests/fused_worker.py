@@ -27,7 +27,7 @@ import recloss  # noqa: E402
 from recloss._dispatch import load_backend  # noqa: E402
 from recloss.errors import ReclossError  # noqa: E402
 from recloss.losses import CATALOGUE  # noqa: E402
-from recloss.parity import DIMS, TOLERANCES, cast_inputs, make_inputs  # noqa: E402
+from recloss.parity import DIMS, cast_inputs, make_inputs  # noqa: E402
 
 MODULE = load_backend(FRAMEWORK)
 if FRAMEWORK == "torch":
