@@ -75,6 +75,17 @@ class JaxOps:
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_vjp
 
+    # The fused path (Pallas): recloss.backends.jax_fused, imported on first use.
+    @staticmethod
+    def fused_unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
+        from recloss.backends import jax_fused
+        return jax_fused.unavailable(tensors, interpret, automatic)
+
+    @staticmethod
+    def fused_row_losses(*args: Any, **kwargs: Any) -> jax.Array:
+        from recloss.backends import jax_fused
+        return jax_fused.fused_row_losses(*args, **kwargs)
+
     @staticmethod
     def sum(x: jax.Array, axis: int | None = None) -> jax.Array:
         return jnp.sum(x, axis=axis)

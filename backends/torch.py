@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from functools import partial
 from typing import Any, Callable
 
@@ -11,6 +13,9 @@ import torch.nn.functional as F
 
 from recloss import kernels
 from recloss.backends.torch_streaming import streaming_row_losses as _streaming_row_losses
+
+#: Whether this process sees a CUDA device (so that "auto" on a CPU-only machine decides at no cost).
+_CUDA = torch.cuda.is_available()
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
           "float64": torch.float64}
@@ -131,6 +136,35 @@ class TorchOps:
 
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom backward
+
+    # The fused path (Triton kernels, recloss.backends.torch_fused, imported only when it runs).
+    @staticmethod
+    def fused_unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
+        """None where the fused kernels can run on these tensors; else ``(kind, what)`` for the shared message
+        (:mod:`recloss.kernels.fused`). Imports neither triton nor ``torch._dynamo`` (which imports triton):
+        in a process that imported TensorFlow first, that import would abort it."""
+        present = [t for t in tensors if t is not None]
+        if not interpret and (not automatic or _CUDA) and not all(t.is_cuda for t in present):
+            return "device", f"PyTorch tensors on {', '.join(sorted({t.device.type for t in present}))}"
+        if not interpret and not _CUDA:   # "auto" on a machine without CUDA: nothing to look at
+            return "device", "no CUDA device"
+        if torch.compiler.is_compiling():   # "auto" keeps the paths that compile into the graph
+            return ("compiling", "torch.compile") if automatic else None
+        if "triton" not in sys.modules:
+            try:
+                missing = importlib.util.find_spec("triton") is None
+            except ValueError:   # sys.modules["triton"] = None: blocked on purpose
+                missing = True
+            if missing:
+                return "package", "triton"
+            if "tensorflow" in sys.modules:   # LLVM options registered twice: the process would abort
+                return "conflict", "triton"
+        return None
+
+    @staticmethod
+    def fused_row_losses(*args: Any, **kwargs: Any) -> torch.Tensor:
+        from recloss.backends import torch_fused
+        return torch_fused.fused_row_losses(*args, **kwargs)
 
 
 OPS = TorchOps()

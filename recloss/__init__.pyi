@@ -62,7 +62,7 @@ def unsupervised_softmax_cross_entropy_loss(
     neg_emb: ArrayLike,
     temperature: float | TensorLike = 1.0,
     *,
-    implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+    implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
     sample_weight: ArrayLike | None = None,
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
@@ -81,7 +81,7 @@ def unsupervised_softmax_cross_entropy_loss(
         sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
         temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
-        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"auto"`` streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
+        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
 
@@ -158,7 +158,7 @@ def sampled_softmax_loss(
     num_hard_negatives: int | None = None,
     sample_weight: ArrayLike | None = None,
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
-    implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+    implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
     backend: str | None = None,
 ) -> Tensor:
@@ -182,7 +182,7 @@ def sampled_softmax_loss(
         in_batch: default ``None``. Use the other rows' positives as negatives. Default: True when `neg_emb` is None, else False; both together is mixed negative sampling.
         num_hard_negatives: default ``None``. Keep only the h largest remaining negative logits per row (after logQ and removal); None keeps all.
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
-        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"auto"`` streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
+        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
 
@@ -208,7 +208,7 @@ def info_nce_loss(
     temperature: float | TensorLike = 0.07,
     symmetric: bool = False,
     normalize: bool = False,
-    implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+    implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
     ids: ArrayLike | None = None,
     sample_weight: ArrayLike | None = None,
@@ -230,7 +230,7 @@ def info_nce_loss(
         symmetric: default ``False``. Average query-to-key and key-to-query losses (CLIP).
         normalize: default ``False``. L2-normalise both sides first, x / max(||x||, 1e-12) (cosine similarity).
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
-        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"auto"`` streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
+        implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
 

@@ -19,7 +19,7 @@ class Retrieval(keras.layers.Layer):
         in_batch: bool | None = None,
         num_hard_negatives: int | None = None,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
-        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
         name: str | None = None,
         **kwargs: Any,

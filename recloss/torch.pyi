@@ -50,7 +50,7 @@ class UnsupervisedSoftmaxCrossEntropyLoss(LossModule):
         *,
         temperature: float | TensorLike = 1.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
-        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
         learn_temperature: bool = False,
     ) -> None: ...
@@ -115,7 +115,7 @@ class SampledSoftmaxLoss(LossModule):
         in_batch: bool | None = None,
         num_hard_negatives: int | None = None,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
-        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
         learn_temperature: bool = False,
     ) -> None: ...
@@ -155,7 +155,7 @@ class InfoNCELoss(LossModule):
         symmetric: bool = False,
         normalize: bool = False,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
-        implementation: Literal['auto', 'materialized', 'streaming'] = 'auto',
+        implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
         learn_temperature: bool = False,
     ) -> None: ...

@@ -12,6 +12,14 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Triton (the `fused` extra) must be loaded before TensorFlow, or the first import of triton aborts the process
+# (both register LLVM's command-line options; torch.compile imports triton when it is installed). The fused
+# kernels themselves are tested in subprocesses without TensorFlow (test_fused.py).
+try:
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
 from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, load_backend  # noqa: E402
 
 INSTALLED = set(available_backends())

@@ -14,6 +14,7 @@ from typing import Any
 
 from recloss._spec import Bound
 from recloss._validate import check_comparable_ids, dtype_name
+from recloss.kernels import fused
 from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, product_operands,
                                      reduce_rows, scalar, upcast)
 
@@ -199,6 +200,7 @@ def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_
     return reduce_rows(ops, rows, weight, reduction, (pos, pos_q, neg, neg_q))
 
 
+@fused.path
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any,
@@ -213,6 +215,7 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     return reduce_rows(ops, rows, weight, reduction, (*_guarded(ops, bound, q, p, n), pos_q, neg_q))
 
 
+@fused.path
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
                                             temperature: Any, sample_weight: Any, reduction: str,
                                             implementation: str = "auto", product_precision: str = "input") -> Any:
@@ -224,6 +227,7 @@ def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any
     return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, p, n))
 
 
+@fused.path
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
                   normalize: bool, ids: Any, sample_weight: Any, reduction: str,
                   implementation: str = "auto", product_precision: str = "input") -> Any:

@@ -16,11 +16,16 @@ NUM_HARD = Option("num_hard_negatives", None, "optional_count", annotation="int 
                       "None keeps all.")
 
 IMPLEMENTATION = Option(
-    "implementation", "auto", "choice", choices=("auto", "materialized", "streaming"), annotation="str",
+    "implementation", "auto", "choice", choices=("auto", "materialized", "streaming", "fused"), annotation="str",
     doc='``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row\'s '
         "logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from "
-        "the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``\"auto\"`` "
-        "streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
+        "the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); "
+        '``"fused"`` runs GPU kernels that compute each row\'s logsumexp over candidate blocks on chip and '
+        "recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays "
+        "with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on "
+        'TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` '
+        "picks \"fused\" where it applies, else streams when B times the number of candidates is at least 2**22. "
+        "Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
 
 PRODUCT_PRECISION = Option(
     "product_precision", "input", "choice", choices=("input", "float32"), annotation="str",
@@ -74,6 +79,23 @@ def _negative_source_rules(bound: Bound, in_batch: bool) -> None:
 def _sampled_softmax_rules(bound: Bound) -> None:
     in_batch = bound.options["in_batch"]
     _negative_source_rules(bound, ("neg_emb" not in bound.present) if in_batch is None else in_batch)
+    _fused_rules(bound)
+
+
+def _fused_rules(bound: Bound) -> None:
+    """What ``implementation="fused"`` cannot run, as far as the spec can tell (the device is checked where the
+    path is chosen, :mod:`recloss.kernels.fused`)."""
+    if bound.options.get("implementation") != "fused":
+        return
+    if bound.dtype == "float64":
+        fail(bound, 'implementation="fused" computes in float32 from float32, bfloat16 or float16 inputs; got a '
+                    'float64 input (use "streaming" or "materialized")')
+    if bound.form("neg_emb") == ("B", "K", "D"):
+        fail(bound, 'implementation="fused" takes shared [N, D] or in-batch negatives; got `neg_emb` of shape '
+                    '[B, K, D] (use "materialized")')
+    if bound.options.get("num_hard_negatives") is not None:
+        fail(bound, 'implementation="fused" keeps every negative; got num_hard_negatives='
+                    f'{bound.options["num_hard_negatives"]!r} (use "materialized")')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -176,6 +198,7 @@ UNSUPERVISED_SOFTMAX = LossSpec(
                 {"temperature": 0.3, "implementation": "streaming"})),
     example="loss = recloss.unsupervised_softmax_cross_entropy_loss(src, pos, neg, temperature=0.5)",
     references=("GraphLearn, nn/tf/loss.py::unsupervised_softmax_cross_entropy_loss",),
+    rules=_fused_rules,
 )
 
 INFO_NCE = LossSpec(
@@ -208,4 +231,5 @@ INFO_NCE = LossSpec(
     example="loss = recloss.info_nce_loss(image_emb, text_emb, symmetric=True, normalize=True)",
     references=("van den Oord et al., Representation learning with contrastive predictive coding, 2018",
                 "Radford et al., CLIP, 2021"),
+    rules=_fused_rules,
 )

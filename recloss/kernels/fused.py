@@ -1,0 +1,179 @@
+"""The fused GPU path of the retrieval softmax: where it is chosen, and the three losses on top of it.
+
+``implementation="fused"`` (or ``"auto"`` where it applies) computes the rows of ``sampled_softmax_loss`` (in-batch,
+shared ``[N, D]`` negatives, or both), ``unsupervised_softmax_cross_entropy_loss`` and ``info_nce_loss`` with
+one kernel per candidate source that never writes the ``[B, N]`` scores: Triton on CUDA tensors
+(:mod:`recloss.backends.torch_fused`), Pallas on JAX GPU arrays (:mod:`recloss.backends.jax_fused`). A backend
+offers it through two ``Ops`` methods:
+
+``fused_unavailable(tensors, interpret, automatic)``
+    None where the kernels can run on these tensors, else ``(kind, what)``: kind ``"device"``, ``"package"``
+    (triton missing), ``"conflict"`` (TensorFlow imported before triton) or, for ``"auto"`` only, another
+    reason not to pick the path (e.g. ``torch.compile`` tracing).
+``fused_row_losses(q, s_pos, sources, row_ids, temperature, name, interpret)``
+    the row losses ``(m - s_pos) + log1p(r)``, ``[B]`` float32, from the queries ``q [B, D]`` in their own
+    dtype, the positive scores ``s_pos = q . p / T - log_q_pos`` (float32, differentiable: computed here with
+    the backend's ops), and per source ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude_diagonal)``.
+
+``"auto"`` picks the path on a GPU wherever it applies (any size): float16, bfloat16 or float32 inputs, in-batch
+or shared negatives, no ``num_hard_negatives``, ``pos_ids`` and ``neg_ids`` (if both are given) of one dtype (the
+kernels compare ids of one dtype by value; ids of two dtypes keep to the other paths, which apply the shared rule,
+and are refused with an explicit ``"fused"``). Explicit ``"fused"`` elsewhere is an error with the same words on
+every backend (raised here); the cases the spec can see (float64, ``[B, K, D]`` negatives, hard negatives) are
+refused by the shared validator (:mod:`recloss.losses.softmax`).
+
+``RECLOSS_FUSED_INTERPRET=1`` in the environment runs the kernels on the CPU through Triton's interpreter (it sets
+``TRITON_INTERPRET=1`` before triton is imported) and Pallas's ``interpret=True``, and lets ``"auto"`` pick the
+path there: for tests, at small sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+from recloss._dispatch import framework_of
+from recloss._spec import Bound
+from recloss._validate import dtype_name
+from recloss.errors import BackendUnavailableError, DTypeError, OptionError
+from recloss.kernels._common import Ops, l2_normalize, reduce_rows, scalar, upcast
+
+#: Run the kernels through the interpreters on the CPU (tests); read once, at import.
+INTERPRET = os.environ.get("RECLOSS_FUSED_INTERPRET", "") not in ("", "0")
+if INTERPRET:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+SECOND_ORDER_REFUSED = ('implementation="fused" has no second derivatives (its backward is not differentiable); '
+                        'use implementation="materialized" for gradients of gradients')
+FORWARD_MODE_REFUSED = ('implementation="fused" has no forward-mode derivatives (jvp); '
+                        'use implementation="materialized" for forward-mode autodiff')
+VMAP_REFUSED = 'implementation="fused" does not support vmap; use implementation="materialized" under vmap'
+
+
+def refusal(name: str, message: str) -> str:
+    """``"<loss>: <message>"``, the shared format."""
+    return f"{name}: {message}"
+
+
+def path(generic: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate one of the three generic softmax losses: the fused path runs first where it applies.
+
+    The fused version has the same arguments and returns the reduced loss, or None to leave the call to
+    ``generic``. It sees the inputs before they are cast to float32, so half inputs reach the kernels as they are.
+    """
+    fused = _FUSED[generic.__name__]
+
+    @functools.wraps(generic)
+    def kernel(ops: Ops, bound: Bound, **arguments: Any) -> Any:
+        if arguments.get("implementation", "auto") in ("fused", "auto"):
+            loss = fused(ops, bound, **arguments)
+            if loss is not None:
+                return loss
+        return generic(ops, bound, **arguments)
+    return kernel
+
+
+def _chosen(ops: Ops, bound: Bound, implementation: str, tensors: tuple) -> bool:
+    """Whether to run the fused path; raises for an explicit ``"fused"`` that cannot run here."""
+    automatic = implementation == "auto"
+    if automatic and bound.dtype == "float64":
+        return False
+    offered = getattr(ops, "fused_unavailable", None)
+    if offered is None and automatic:
+        return False
+    reason = (("device", _describe(tensors)) if offered is None
+              else offered(tensors, interpret=INTERPRET, automatic=automatic))
+    if reason is None:
+        return True
+    if automatic:
+        return False
+    kind, what = reason
+    name = bound.spec.name
+    if kind == "package":
+        raise BackendUnavailableError(f'{name}: implementation="fused" needs {what}, which is not installed; '
+                                      'install it with: pip install "recloss[fused]"')
+    if kind == "conflict":
+        raise BackendUnavailableError(
+            f'{name}: implementation="fused" needs {what}, which cannot be loaded after TensorFlow in one process '
+            "(both register LLVM options and the process would abort); import triton before tensorflow, or use "
+            'implementation="streaming"')
+    raise OptionError(f'{name}: implementation="fused" runs Triton kernels on CUDA tensors (PyTorch) or Pallas '
+                      f'kernels on GPU arrays (JAX); got {what}. implementation="auto" picks "fused" where it '
+                      'applies')
+
+
+def _describe(tensors: tuple) -> str:
+    names = {"tensorflow": "TensorFlow tensors", "torch": "PyTorch tensors", "jax": "JAX arrays"}
+    frameworks = sorted({framework_of(t) for t in tensors if t is not None} - {None})
+    return ", ".join(names.get(f, f"{f} arrays") for f in frameworks) or "no tensors"
+
+
+def _rows(ops: Ops, bound: Bound, q: Any, s_pos: Any, sources: list, row_ids: Any, temperature: Any) -> Any:
+    return ops.fused_row_losses(q, s_pos, tuple(sources), row_ids, temperature, name=bound.spec.name,
+                                interpret=INTERPRET)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The losses on the fused rows: the same arguments as the generic kernels; None where the path is not taken.
+
+
+def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
+                         temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
+                         neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any, reduction: str,
+                         implementation: str = "auto", product_precision: str = "input") -> Any:
+    in_batch = (neg_emb is None) if in_batch is None else in_batch
+    if num_hard_negatives is not None or (neg_emb is not None and bound.form("neg_emb") != ("N", "D")):
+        return None
+    if not _chosen(ops, bound, implementation, (query_emb, pos_emb, neg_emb)):
+        return None
+    if pos_ids is not None and neg_ids is not None and pos_ids.dtype != neg_ids.dtype:
+        if implementation == "auto":
+            return None   # the other paths compare ids of two dtypes by value, by the shared rule
+        raise DTypeError(f'{bound.spec.name}: implementation="fused" compares ids of one dtype; got `pos_ids` '
+                         f"{dtype_name(pos_ids.dtype)} and `neg_ids` {dtype_name(neg_ids.dtype)} (convert them to "
+                         'one dtype, or use implementation="auto")')
+    if product_precision == "float32":   # the kernels multiply in their inputs' precision: give them float32
+        query_emb, pos_emb, neg_emb = (upcast(ops, bound, x) for x in (query_emb, pos_emb, neg_emb))
+    pos_q, neg_q, weight = (upcast(ops, bound, x) for x in (pos_log_q, neg_log_q, sample_weight))
+    t = scalar(ops, bound, temperature)
+    s_pos = ops.rowdot(upcast(ops, bound, query_emb), upcast(ops, bound, pos_emb)) / t
+    if pos_q is not None:
+        s_pos = s_pos - pos_q
+    sources = []
+    if in_batch:
+        sources.append((pos_emb, pos_q, pos_ids, pos_ids is None))
+    if neg_emb is not None:
+        sources.append((neg_emb, neg_q, neg_ids, False))
+    rows = _rows(ops, bound, query_emb, s_pos, sources, pos_ids, t)
+    return reduce_rows(ops, rows, weight, reduction, (query_emb, pos_emb, neg_emb, pos_q, neg_q))
+
+
+def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
+                                            temperature: Any, sample_weight: Any, reduction: str,
+                                            implementation: str = "auto", product_precision: str = "input") -> Any:
+    return sampled_softmax_loss(ops, bound, src_emb, pos_emb, neg_emb, temperature=temperature, in_batch=False,
+                                pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None,
+                                num_hard_negatives=None, sample_weight=sample_weight, reduction=reduction,
+                                implementation=implementation, product_precision=product_precision)
+
+
+def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
+                  normalize: bool, ids: Any, sample_weight: Any, reduction: str, implementation: str = "auto",
+                  product_precision: str = "input") -> Any:
+    if not _chosen(ops, bound, implementation, (query_emb, key_emb)):
+        return None
+    q, k = query_emb, key_emb
+    if product_precision == "float32":   # the kernels multiply in their inputs' precision: give them float32
+        q, k = upcast(ops, bound, q), upcast(ops, bound, k)
+    if normalize:   # the kernels then read the float32 unit vectors
+        q, k = l2_normalize(ops, upcast(ops, bound, q)), l2_normalize(ops, upcast(ops, bound, k))
+    t = scalar(ops, bound, temperature)
+    s_pos = ops.rowdot(upcast(ops, bound, q), upcast(ops, bound, k)) / t
+    rows = _rows(ops, bound, q, s_pos, [(k, None, ids, ids is None)], ids, t)
+    if symmetric:
+        rows = 0.5 * (rows + _rows(ops, bound, k, s_pos, [(q, None, ids, ids is None)], ids, t))
+    return reduce_rows(ops, rows, upcast(ops, bound, sample_weight), reduction, (query_emb, key_emb))
+
+
+_FUSED = {f.__name__: f for f in (sampled_softmax_loss, unsupervised_softmax_cross_entropy_loss, info_nce_loss)}
