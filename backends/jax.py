@@ -129,13 +129,16 @@ CACHE_SIZE = 256
 
 
 def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
-    """``kernel`` run as one ``jax.jit`` computation per call signature (forms, dtypes, sizes and the static
-    options: see :attr:`recloss._spec.Bound.signature`), so that an eager call costs one dispatch instead of one
-    per operation; the number options (temperature, margin) are traced, so a new value does not recompile.
-    Inside the caller's ``jit``/``grad``/``vmap`` the computation is traced into theirs as usual."""
+    """``kernel`` called eagerly (on concrete arrays) runs as one ``jax.jit`` computation per call signature
+    (forms, dtypes, sizes and the static options: see :attr:`recloss._spec.Bound.signature`), so that it costs
+    one dispatch instead of one per operation; the number options (temperature, margin) are traced, so a new
+    value does not recompile. Inside the caller's ``jit``/``grad``/``vmap`` (tracer inputs) the kernel is traced
+    into their computation as usual."""
     cache: dict[tuple, Callable[..., Any]] = {}
 
     def run(bound: Any, **arguments: Any) -> Any:
+        if any(isinstance(v, jax.core.Tracer) for v in arguments.values()):
+            return kernel(bound, **arguments)    # inside the caller's transformation: traced into it as usual
         tensors, numbers_, static = kernels.split_arguments(bound, arguments)
         key = (bound.signature, tuple(sorted(static.items())), bool(jax.config.jax_enable_x64),
                kernels.settings())
