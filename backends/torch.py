@@ -88,6 +88,12 @@ class TorchOps:
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom backward
 
+    @staticmethod
+    def collectives(loss: str, gather: Any) -> Any:
+        """The ``gather`` option's collectives over a torch.distributed group (loaded only when used)."""
+        from recloss.backends.torch_distributed import collectives
+        return collectives(loss, gather)
+
 
 OPS = TorchOps()
 KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, kernel in kernels.KERNELS.items()}
