@@ -14,6 +14,7 @@ Convention ``"share"``: each replica returns ``sum_{i local} w_i l_i / sum_{glob
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
 import tensorflow as tf
@@ -24,18 +25,28 @@ _NEEDS = "the replica context of a tf.distribute strategy"
 _TODO = "call the loss inside strategy.run(...)"
 
 
-def collectives(loss: str, gather: Any) -> "TensorFlowCollectives":
-    """The collectives of the current replica context (``gather=True``), or the shared error."""
+def collectives(loss: str, gather: Any) -> "TensorFlowCollectives | None":
+    """The collectives of the current replica context (``gather=True``), or the shared error; None (the local
+    batch) while Keras traces the loss only for its output's shape (``model.fit`` builds its compiled loss
+    once in a scratch graph, in the cross-replica context: no value of that trace is ever computed)."""
     if gather is not True:
         raise gather_error(loss, gather, "True on the tensorflow backend (the current replica context)",
                            "a mesh axis name, which is for JAX" if isinstance(gather, (str, tuple))
                            else "a ProcessGroup, which is for torch", "pass gather=True inside strategy.run(...)")
+    if _keras_shape_trace():
+        return None
     if not tf.distribute.has_strategy():
         raise gather_error(loss, gather, _NEEDS, "no strategy", _TODO)
     if tf.distribute.in_cross_replica_context():
         raise gather_error(loss, gather, _NEEDS, "the cross-replica context of strategy.scope(), outside "
                            "strategy.run", _TODO)
     return TensorFlowCollectives(tf.distribute.get_replica_context())
+
+
+def _keras_shape_trace() -> bool:
+    """True inside Keras's ``SymbolicScope`` (``backend.compute_output_spec``), looked up without importing Keras."""
+    scope = sys.modules.get("keras.src.backend.common.symbolic_scope")
+    return scope is not None and scope.in_symbolic_scope()
 
 
 class TensorFlowCollectives:
@@ -62,7 +73,10 @@ class TensorFlowCollectives:
         return tf.reduce_sum(sizes[:self.worker_index()])
 
     def all_gather(self, x: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
-        return self.context.all_gather(x, axis=0)
+        gathered = self.context.all_gather(x, axis=0)
+        # In a graph the gathered shape is unknown; every replica's trailing dimensions are the local ones.
+        gathered.set_shape([None, *x.shape[1:]])
+        return gathered
 
     def all_reduce_sum(self, x: tf.Tensor) -> tf.Tensor:
         return self.context.all_reduce(tf.distribute.ReduceOp.SUM, x)

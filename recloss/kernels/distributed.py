@@ -48,7 +48,8 @@ class Collectives(Protocol):
 
 
 def collectives(ops: Ops, bound: Bound, gather: Any) -> Collectives | None:
-    """The collectives of a call's ``gather`` option, or None for the local batch (``None`` or ``False``)."""
+    """The collectives of a call's ``gather`` option, or None for the local batch (``None`` or ``False``, or a
+    call that the framework traces only for its output's shape: the backend's hook decides)."""
     if gather is None or gather is False:
         return None
     hook = getattr(ops, "collectives", None)
