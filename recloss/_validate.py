@@ -111,6 +111,14 @@ def is_gather_value(value: Any) -> bool:
     return isinstance(group, type) and isinstance(value, group)
 
 
+def gather_requested(value: Any) -> Any:
+    """A valid ``gather`` value with its meaning made plain: None for the local batch (None, False, a NumPy
+    False), True for True (or a NumPy True), else the value itself (an axis name, a process group)."""
+    if isinstance(value, (bool, np.bool_)):
+        return True if value else None
+    return value
+
+
 #: What a ``gather`` value needs where no framework's distributed engine is at hand (the numpy backend).
 GATHER_ENGINES = "a framework's distributed engine (torch.distributed, a JAX mesh axis or tf.distribute)"
 

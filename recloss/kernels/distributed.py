@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from recloss._spec import Bound
-from recloss._validate import GATHER_ENGINES, gather_error
+from recloss._validate import GATHER_ENGINES, gather_error, gather_requested
 from recloss.kernels._common import Ops, nonfinite_guard
 
 
@@ -50,7 +50,8 @@ class Collectives(Protocol):
 def collectives(ops: Ops, bound: Bound, gather: Any) -> Collectives | None:
     """The collectives of a call's ``gather`` option, or None for the local batch (``None`` or ``False``, or a
     call that the framework traces only for its output's shape: the backend's hook decides)."""
-    if gather is None or gather is False:
+    gather = gather_requested(gather)
+    if gather is None:
         return None
     hook = getattr(ops, "collectives", None)
     if hook is None:

@@ -19,7 +19,7 @@ IMPLEMENTATION = Option(
         "streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
 
 GATHER = Option(
-    "gather", None, "gather", annotation="bool | str | tuple[str, ...] | ProcessGroup | None",
+    "gather", None, "gather", annotation="bool | str | tuple[str, ...] | object | None",
     doc="Cross-device negatives: score each local row against the candidates of every worker (the in-batch "
         "positives with `pos_log_q`/`pos_ids`, the shared ``[N, D]`` negatives with `neg_log_q`/`neg_ids`; "
         "per-row ``[B, K, D]`` negatives stay local). ``None``/``False``: the local batch only. torch: ``True`` "
