@@ -9,7 +9,8 @@ from recloss._dispatch import available_backends
 from recloss.errors import (BackendError, BackendUnavailableError, DTypeError, OptionError, ReclossError,
                             ShapeError)
 from recloss.losses import CATALOGUE
-from recloss.parity import Report, validate, validate_distributed
+from recloss.parity import Report, validate
+from recloss.parity_distributed import validate_distributed
 
 sigmoid_cross_entropy_loss = _build(CATALOGUE["sigmoid_cross_entropy_loss"])
 unsupervised_softmax_cross_entropy_loss = _build(CATALOGUE["unsupervised_softmax_cross_entropy_loss"])

@@ -425,13 +425,5 @@ def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
     return row
 
 
-def validate_distributed(*args: Any, **kwargs: Any) -> Report:
-    """Each loss that takes ``gather`` on several workers per backend, against one device:
-    :func:`recloss.parity_distributed.validate_distributed` (its own module, loaded when used)."""
-    from recloss.parity_distributed import validate_distributed as run
-
-    return run(*args, **kwargs)
-
-
-__all__ = ["validate", "validate_distributed", "Report", "Row", "TOLERANCES", "DIMS", "make_inputs", "reference_gradients",
+__all__ = ["validate", "Report", "Row", "TOLERANCES", "DIMS", "make_inputs", "reference_gradients",
            "reference_directional", "relative_error"]

@@ -219,8 +219,9 @@ def tensorflow_checks() -> None:
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     data = _data()
 
-    # 1. model.fit: compile(loss=...) and a compute_loss override; one SGD step with learning rate 1 moves the
-    #    weights by exactly minus the single-device gradient, and fit reports the single-device loss.
+    # 1. model.fit: compile(loss=...), a compute_loss override, add_loss (times the replicas); one SGD step with
+    #    learning rate 1 moves the weights by exactly minus the single-device gradient, and fit reports the
+    #    single-device loss (except for add_loss, whose display Keras averages over the replicas).
     batch = 8                                     # 4 rows per replica (Keras needs equal first batches)
     x, y = np.random.default_rng(3).normal(size=(2, batch, FEATURES)).astype("float32")
 
@@ -239,12 +240,21 @@ def tensorflow_checks() -> None:
     want_grads = tape.gradient(want, single.trainable_weights)
     start = [w.numpy() for w in single.trainable_weights]
     dataset = tf.data.Dataset.from_tensor_slices(((x, y), np.zeros((batch, 1), "float32"))).batch(batch)
-    for way in ("compile", "compute_loss"):
+    for way in ("compile", "compute_loss", "add_loss"):
         with strategy.scope():
             model = build()
             for variable, value in zip(model.trainable_weights, start):
                 variable.assign(value)
-            if way == "compute_loss":
+            if way == "add_loss":        # Keras divides added losses by the replicas: the README's remedy
+                class AddLoss(keras.layers.Layer):
+                    def call(self, y_pred):
+                        self.add_loss(retrieval(y_pred, True) * strategy.num_replicas_in_sync)
+                        return y_pred
+                inner = model
+                inputs = [keras.Input((FEATURES,)), keras.Input((FEATURES,))]
+                model = keras.Model(inputs, AddLoss()(inner(inputs)))
+                model.compile(optimizer=keras.optimizers.SGD(1.0))
+            elif way == "compute_loss":
                 class Retrieval(keras.Model):
                     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
                         return retrieval(y_pred, True)
@@ -255,9 +265,10 @@ def tensorflow_checks() -> None:
             else:
                 model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda _, y_pred: retrieval(y_pred, True))
         history = model.fit(dataset, epochs=1, verbose=0)
-        _close(history.history["loss"][0], float(want), f"model.fit ({way}): reported loss", 1e-6)
         for before, after, grad in zip(start, model.trainable_weights, want_grads):
             _close(before - after.numpy(), grad, f"model.fit ({way}): SGD step", 1e-5)
+        if way != "add_loss":            # fit displays the replicas' added losses averaged, not the global loss
+            _close(history.history["loss"][0], float(want), f"model.fit ({way}): reported loss", 1e-6)
 
     # 2. tf.function around strategy.run, per-replica batches of 4 and 3 rows: shares sum to the global loss
     #    and the summed gradients are the single-device ones (the gathered size is known only at run time:
