@@ -87,6 +87,24 @@ class JaxOps:
         return jax_fused.fused_row_losses(*args, **kwargs)
 
     @staticmethod
+    def collectives(loss: str, gather: Any) -> Any:
+        """The ``gather`` option's collectives over a bound mesh axis (loaded only when used)."""
+        from recloss.backends.jax_distributed import collectives
+        return collectives(loss, gather)
+
+    @staticmethod
+    def replicated(x: jax.Array) -> jax.Array:
+        """``x`` resharded to be replicated along its leading axis where that axis is sharded over an
+        ``Explicit`` mesh axis: the candidate side of a ``[rows, candidates]`` product, which explicit sharding
+        would otherwise refuse (``f32[16@data, 16@data]``); an all-gather, as the ``Auto`` mode inserts."""
+        sharding = getattr(jax.typeof(x), "sharding", None)
+        spec = getattr(sharding, "spec", None)
+        if not spec or spec[0] is None:
+            return x
+        return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(
+            None, *spec[1:])))
+
+    @staticmethod
     def sum(x: jax.Array, axis: int | None = None) -> jax.Array:
         return jnp.sum(x, axis=axis)
 

@@ -22,17 +22,18 @@ from jax import lax
 HIGHEST = lax.Precision.HIGHEST
 
 
-def _chunk_scores(q: jax.Array, keys: jax.Array, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
+def _chunk_scores(q: jax.Array, keys: jax.Array, log_q: Any, ids: Any, diagonal: Any, row_ids: Any,
                   start: Any, size: int) -> tuple[jax.Array, jax.Array]:
-    """The chunk's keys and its ``[B, size]`` scores, removed candidates at -inf."""
+    """The chunk's keys and its ``[B, size]`` scores, removed candidates at -inf (column ``diagonal + i`` of
+    row ``i`` too, where ``diagonal``, an integer scalar, is not None)."""
     chunk_keys = lax.dynamic_slice_in_dim(keys, start, size, 0)
     scores = jnp.matmul(q, chunk_keys.T, precision=HIGHEST)
     if log_q is not None:
         scores = scores - lax.dynamic_slice_in_dim(log_q, start, size, 0)[None, :]
     keep = None
-    if diagonal:
+    if diagonal is not None:
         cols = start + jnp.arange(size)
-        keep = jnp.arange(q.shape[0])[:, None] != cols[None, :]
+        keep = (diagonal + jnp.arange(q.shape[0]))[:, None] != cols[None, :]
     if ids is not None:
         other = row_ids[:, None] != lax.dynamic_slice_in_dim(ids, start, size, 0)[None, :]
         keep = other if keep is None else keep & other
@@ -95,7 +96,7 @@ def _forward(layout: tuple, chunk: int, q: jax.Array, s_pos: jax.Array, row_ids:
                 + jnp.sum(jnp.where(left_out, 0.0, weights), axis=1))
         return new_max, rest, weights
 
-    for (keys, log_q, ids), diagonal, kept in zip(sources, layout, plan):
+    for (keys, log_q, ids, diagonal), kept in zip(sources, plan):
         length = keys.shape[0]
         for index in range(kept):
             size = min(chunk, length - index * chunk)
@@ -118,21 +119,21 @@ def _streaming_rows(layout: tuple, chunk: int, store_bytes: int, q: jax.Array, s
 
 def _fwd(layout: tuple, chunk: int, store_bytes: int, q: jax.Array, s_pos: jax.Array, row_ids: Any,
          sources: tuple) -> tuple:
-    plan = _plan([keys.shape[0] for keys, _, _ in sources], chunk, q.shape[0], q.dtype.itemsize, store_bytes)
+    plan = _plan([keys.shape[0] for keys, *_ in sources], chunk, q.shape[0], q.dtype.itemsize, store_bytes)
     rows, row_max, log_total, stored = _forward(layout, chunk, q, s_pos, row_ids, sources, plan)
     return rows, (q, s_pos, row_ids, sources, row_max, log_total, stored)
 
 
 def _bwd(layout: tuple, chunk: int, store_bytes: int, residuals: tuple, grad: jax.Array) -> tuple:
     q, s_pos, row_ids, sources, row_max, log_total, stored = residuals
-    plan = _plan([keys.shape[0] for keys, _, _ in sources], chunk, q.shape[0], q.dtype.itemsize, store_bytes)
+    plan = _plan([keys.shape[0] for keys, *_ in sources], chunk, q.shape[0], q.dtype.itemsize, store_bytes)
     scale = grad * jnp.exp(-log_total)                        # h = g / sum, so that P * g = E * h
     grad_s_pos = grad * jnp.expm1((s_pos - row_max) - log_total)   # p_pos - 1, exact near 0
     scaled_q = q * scale[:, None]
     grad_q = jnp.zeros_like(q)
     grad_sources = []
     stored = list(stored)
-    for (keys, log_q, ids), diagonal, kept in zip(sources, layout, plan):
+    for (keys, log_q, ids, diagonal), kept in zip(sources, plan):
         grad_keys = jnp.zeros_like(keys)
         grad_log_q = None if log_q is None else jnp.zeros_like(log_q)
         for index in range(kept):      # exp(s - m_c) from the forward, rescaled by exp(m_c - m) on the [B, D] side
@@ -142,32 +143,43 @@ def _bwd(layout: tuple, chunk: int, store_bytes: int, residuals: tuple, grad: ja
             factor = jnp.exp(chunk_max - row_max)
             grad_q = grad_q + jnp.matmul(weights, chunk_keys, precision=HIGHEST) * factor[:, None]
             grad_keys = grad_keys.at[start:start + weights.shape[1]].set(
-                jnp.matmul(weights.T, scaled_q * factor[:, None], precision=HIGHEST))
+                _over_rows(weights.T, scaled_q * factor[:, None]))
             if grad_log_q is not None:
-                grad_log_q = grad_log_q.at[start:start + weights.shape[1]].set(-((scale * factor) @ weights))
+                grad_log_q = grad_log_q.at[start:start + weights.shape[1]].set(-_over_rows(scale * factor, weights))
 
         def body(start: Any, size: int, carry: Any, keys=keys, log_q=log_q, ids=ids, diagonal=diagonal) -> Any:
             grad_q, grad_keys, grad_log_q = carry
             chunk_keys, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, size)
             weights = jnp.exp(scores - row_max[:, None])      # E = exp(s - m), 0 where removed
             grad_q = grad_q + jnp.matmul(weights, chunk_keys, precision=HIGHEST)
-            grad_keys = lax.dynamic_update_slice_in_dim(
-                grad_keys, jnp.matmul(weights.T, scaled_q, precision=HIGHEST), start, 0)
+            grad_keys = lax.dynamic_update_slice_in_dim(grad_keys, _over_rows(weights.T, scaled_q), start, 0)
             if grad_log_q is not None:
-                grad_log_q = lax.dynamic_update_slice_in_dim(grad_log_q, -(scale @ weights), start, 0)
+                grad_log_q = lax.dynamic_update_slice_in_dim(grad_log_q, -_over_rows(scale, weights), start, 0)
             return grad_q, grad_keys, grad_log_q
         grad_q, grad_keys, grad_log_q = _over_chunks(keys.shape[0], chunk, kept, body,
                                                      (grad_q, grad_keys, grad_log_q))
-        grad_sources.append((grad_keys, grad_log_q, None))
+        grad_sources.append((grad_keys, grad_log_q, None, None))
     return grad_q * scale[:, None], grad_s_pos, None, tuple(grad_sources)
 
 
 _streaming_rows.defvjp(_fwd, _bwd)
 
 
+def _over_rows(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` contracting the rows of the batch: where they are sharded over an ``Explicit`` mesh axis (a
+    batch-sharded call outside ``shard_map``), the result, a per-candidate gradient, is replicated."""
+    spec = getattr(getattr(jax.typeof(b), "sharding", None), "spec", None)
+    if not spec or spec[0] is None:
+        return jnp.matmul(a, b, precision=HIGHEST)
+    replicated = jax.sharding.NamedSharding(jax.typeof(b).sharding.mesh, jax.sharding.PartitionSpec())
+    return jnp.matmul(a, b, precision=HIGHEST, out_sharding=replicated)
+
+
 def streaming_row_losses(q: jax.Array, s_pos: jax.Array, sources: tuple, row_ids: Any, chunk: int,
                          store_bytes: int = 0) -> jax.Array:
     """Row losses ``[B]`` of the streaming softmax (see the module docstring)."""
-    layout = tuple(bool(diagonal) for *_, diagonal in sources)
-    arrays = tuple((keys, log_q, ids) for keys, log_q, ids, _ in sources)
+    layout = tuple(diagonal is not None for *_, diagonal in sources)
+    # The diagonal's offset travels as an array (it may be traced: lax.axis_index under shard_map).
+    arrays = tuple((keys, log_q, ids, None if diagonal is None else jnp.asarray(diagonal, jnp.int32))
+                   for keys, log_q, ids, diagonal in sources)
     return _streaming_rows(layout, int(chunk), int(store_bytes), q, s_pos, row_ids, arrays)

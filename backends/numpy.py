@@ -6,11 +6,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from recloss._validate import GATHER_ENGINES, gather_error, gather_requested
 from recloss.reference import REFERENCES
 
 
 def _kernel(reference: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    return lambda bound, **arguments: reference(**arguments)
+    def kernel(bound: Any, **arguments: Any) -> np.ndarray:
+        gather = gather_requested(arguments.get("gather"))
+        if gather is not None:
+            raise gather_error(bound.spec.name, gather, GATHER_ENGINES, "the numpy backend, one process",
+                               "pass torch, JAX or TensorFlow tensors, or gather=None")
+        return reference(**arguments)
+    return kernel
 
 
 KERNELS: dict[str, Callable[..., Any]] = {name: _kernel(f) for name, f in REFERENCES.items()}

@@ -76,6 +76,12 @@ class TensorFlowOps:
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_gradient
 
     @staticmethod
+    def collectives(loss: str, gather: Any) -> Any:
+        """The ``gather`` option's collectives over the tf.distribute replica context (loaded only when used)."""
+        from recloss.backends.tensorflow_distributed import collectives
+        return collectives(loss, gather)
+
+    @staticmethod
     def sum(x: tf.Tensor, axis: int | None = None) -> tf.Tensor:
         return tf.reduce_sum(x, axis=axis)
 

@@ -21,16 +21,17 @@ from tensorflow.python.eager.record import could_possibly_record  # no public AP
 MAX_STORED_CHUNKS = 8
 
 
-def _chunk_scores(q: tf.Tensor, keys: tf.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
+def _chunk_scores(q: tf.Tensor, keys: tf.Tensor, log_q: Any, ids: Any, diagonal: Any, row_ids: Any,
                   start: int, stop: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """The chunk's keys and its ``[B, stop - start]`` scores, removed candidates at -inf."""
+    """The chunk's keys and its ``[B, stop - start]`` scores, removed candidates at -inf (column ``diagonal + i``
+    of row ``i`` too, where ``diagonal``, an int or an int32 scalar tensor, is not None)."""
     chunk_keys = keys[start:stop]
     scores = tf.matmul(q, chunk_keys, transpose_b=True)
     if log_q is not None:
         scores = scores - log_q[None, start:stop]
     keep = None
-    if diagonal and start < q.shape[0]:
-        keep = tf.range(q.shape[0])[:, None] != tf.range(start, stop)[None, :]
+    if diagonal is not None and (tf.is_tensor(diagonal) or start < diagonal + q.shape[0] and diagonal < stop):
+        keep = (tf.range(q.shape[0]) + diagonal)[:, None] != tf.range(start, stop)[None, :]
     if ids is not None:
         other = row_ids[:, None] != ids[start:stop][None, :]
         keep = other if keep is None else tf.logical_and(keep, other)
@@ -46,7 +47,7 @@ def _spans(length: int, chunk: int) -> list[tuple[int, int]]:
 def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids: Any, chunk: int,
                          store_bytes: int = 0) -> tf.Tensor:
     """Row losses ``[B]`` of the streaming softmax (see :func:`recloss.kernels.softmax.streaming_row_losses`)."""
-    layout = [(log_q is not None, ids, bool(diagonal)) for _, log_q, ids, diagonal in sources]
+    layout = [(log_q is not None, ids, diagonal) for _, log_q, ids, diagonal in sources]
     flat = [q, s_pos]
     for keys, log_q, _, _ in sources:
         flat += [keys] + ([log_q] if log_q is not None else [])

@@ -166,6 +166,12 @@ class TorchOps:
         from recloss.backends import torch_fused
         return torch_fused.fused_row_losses(*args, **kwargs)
 
+    @staticmethod
+    def collectives(loss: str, gather: Any) -> Any:
+        """The ``gather`` option's collectives over a torch.distributed group (loaded only when used)."""
+        from recloss.backends.torch_distributed import collectives
+        return collectives(loss, gather)
+
 
 OPS = TorchOps()
 KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, kernel in kernels.KERNELS.items()}

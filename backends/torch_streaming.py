@@ -25,7 +25,8 @@ _NEG_INF = float("-inf")
 
 def _flatten(sources: tuple, row_ids: Any) -> tuple[tuple, list]:
     """The distinct tensors (torch.compile rejects one tensor passed twice to a Function) and, per source,
-    the positions of its keys, log_q and ids among them (None where absent) and its diagonal flag.
+    the positions of its keys, log_q and ids among them (None where absent) and its diagonal offset (an int
+    or None: see :func:`recloss.kernels.softmax.streaming_row_losses`).
     Position 0 is ``row_ids`` (possibly None)."""
     tensors: list[Any] = [row_ids]
 
@@ -37,7 +38,7 @@ def _flatten(sources: tuple, row_ids: Any) -> tuple[tuple, list]:
                 return index
         tensors.append(t)
         return len(tensors) - 1
-    layout = tuple((position(keys), position(log_q), position(ids), bool(diagonal))
+    layout = tuple((position(keys), position(log_q), position(ids), None if diagonal is None else int(diagonal))
                    for keys, log_q, ids, diagonal in sources)
     return layout, tensors
 
@@ -47,14 +48,14 @@ def _unflatten(layout: tuple, tensors: tuple) -> list[tuple[Any, Any, Any, bool]
     return [(pick(keys), pick(log_q), pick(ids), diagonal) for keys, log_q, ids, diagonal in layout]
 
 
-def _chunk_scores(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
+def _chunk_scores(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: int | None, row_ids: Any,
                   start: int, stop: int) -> torch.Tensor:
     """``[B, stop - start]`` scores of one chunk, removed candidates at -inf (a fresh tensor, safe in place)."""
     scores = q @ keys[start:stop].transpose(0, 1)
     if log_q is not None:
         scores = scores.sub_(log_q[start:stop])
-    if diagonal and start < q.shape[0]:
-        rows = torch.arange(q.shape[0], device=q.device)
+    if _crosses_diagonal(diagonal, q.shape[0], start, stop):
+        rows = torch.arange(diagonal, diagonal + q.shape[0], device=q.device)
         cols = torch.arange(start, stop, device=q.device)
         scores = scores.masked_fill_(rows[:, None] == cols[None, :], _NEG_INF)
     if ids is not None:
@@ -62,7 +63,12 @@ def _chunk_scores(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, dia
     return scores
 
 
-def _chunk_scores_t(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
+def _crosses_diagonal(diagonal: int | None, rows: int, start: int, stop: int) -> bool:
+    """Whether columns ``[start, stop)`` hold the own positive ``diagonal + i`` of some row ``i < rows``."""
+    return diagonal is not None and start < diagonal + rows and diagonal < stop
+
+
+def _chunk_scores_t(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: int | None, row_ids: Any,
                     start: int, stop: int) -> torch.Tensor:
     """The transpose of :func:`_chunk_scores`, ``[stop - start, B]``, computed as ``keys @ q^T``: the backward
     recomputes the scores this way so that ``torch.compile`` cannot merge it with the forward's product (its
@@ -70,8 +76,8 @@ def _chunk_scores_t(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, d
     scores = keys[start:stop] @ q.transpose(0, 1)
     if log_q is not None:
         scores = scores.sub_(log_q[start:stop, None])
-    if diagonal and start < q.shape[0]:
-        rows = torch.arange(q.shape[0], device=q.device)
+    if _crosses_diagonal(diagonal, q.shape[0], start, stop):
+        rows = torch.arange(diagonal, diagonal + q.shape[0], device=q.device)
         cols = torch.arange(start, stop, device=q.device)
         scores = scores.masked_fill_(cols[:, None] == rows[None, :], _NEG_INF)
     if ids is not None:

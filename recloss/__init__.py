@@ -10,6 +10,7 @@ from recloss.errors import (BackendError, BackendUnavailableError, DTypeError, O
                             ShapeError)
 from recloss.losses import CATALOGUE
 from recloss.parity import Report, validate
+from recloss.parity_distributed import validate_distributed
 
 sigmoid_cross_entropy_loss = _build(CATALOGUE["sigmoid_cross_entropy_loss"])
 unsupervised_softmax_cross_entropy_loss = _build(CATALOGUE["unsupervised_softmax_cross_entropy_loss"])
@@ -25,6 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "sigmoid_cross_entropy_loss", "unsupervised_softmax_cross_entropy_loss", "softmax_loss",
     "sampled_softmax_loss", "info_nce_loss", "bpr_loss", "hinge_loss", "triplet_margin_loss",
-    "available_backends", "validate", "Report", "CATALOGUE",
+    "available_backends", "validate", "validate_distributed", "Report", "CATALOGUE",
     "ReclossError", "ShapeError", "DTypeError", "OptionError", "BackendError", "BackendUnavailableError",
 ]

@@ -18,6 +18,7 @@ from recloss.errors import ShapeError as ShapeError
 from recloss.losses import CATALOGUE as CATALOGUE
 from recloss.parity import Report as Report
 from recloss.parity import validate as validate
+from recloss.parity_distributed import validate_distributed as validate_distributed
 
 __version__: str
 
@@ -64,6 +65,7 @@ def unsupervised_softmax_cross_entropy_loss(
     *,
     implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
+    gather: bool | str | tuple[str, ...] | object | None = None,
     sample_weight: ArrayLike | None = None,
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
     backend: str | None = None,
@@ -83,6 +85,7 @@ def unsupervised_softmax_cross_entropy_loss(
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
+        gather: default ``None``. Cross-device negatives: score each local row against the candidates of every worker (the in-batch positives with `pos_log_q`/`pos_ids`, the shared ``[N, D]`` negatives with `neg_log_q`/`neg_ids`; per-row ``[B, K, D]`` negatives stay local). ``None``/``False``: the local batch only. torch: ``True`` (default process group) or a ``torch.distributed.ProcessGroup``; every rank returns the global loss (DDP's gradient averaging then gives the single-device gradient). JAX: the mesh axis name (or tuple of names) of the enclosing ``shard_map``/``pmap``; the global loss on every device. TensorFlow: ``True`` inside ``strategy.run``; each replica returns its share ``sum_i w_i l_i / sum_global w`` (sum the shares, as ``apply_gradients`` sums gradients). ``"none"`` returns the local rows, each scored against the global candidates.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
 
     Returns:
@@ -160,6 +163,7 @@ def sampled_softmax_loss(
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
     implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
+    gather: bool | str | tuple[str, ...] | object | None = None,
     backend: str | None = None,
 ) -> Tensor:
     """Sampled / in-batch softmax for two-tower retrieval, with logQ correction, accidental-hit removal and hard negatives.
@@ -184,6 +188,7 @@ def sampled_softmax_loss(
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
+        gather: default ``None``. Cross-device negatives: score each local row against the candidates of every worker (the in-batch positives with `pos_log_q`/`pos_ids`, the shared ``[N, D]`` negatives with `neg_log_q`/`neg_ids`; per-row ``[B, K, D]`` negatives stay local). ``None``/``False``: the local batch only. torch: ``True`` (default process group) or a ``torch.distributed.ProcessGroup``; every rank returns the global loss (DDP's gradient averaging then gives the single-device gradient). JAX: the mesh axis name (or tuple of names) of the enclosing ``shard_map``/``pmap``; the global loss on every device. TensorFlow: ``True`` inside ``strategy.run``; each replica returns its share ``sum_i w_i l_i / sum_global w`` (sum the shares, as ``apply_gradients`` sums gradients). ``"none"`` returns the local rows, each scored against the global candidates.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
 
     Returns:
@@ -210,6 +215,7 @@ def info_nce_loss(
     normalize: bool = False,
     implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
+    gather: bool | str | tuple[str, ...] | object | None = None,
     ids: ArrayLike | None = None,
     sample_weight: ArrayLike | None = None,
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
@@ -232,6 +238,7 @@ def info_nce_loss(
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
+        gather: default ``None``. Cross-device negatives: score each local row against the candidates of every worker (the in-batch positives with `pos_log_q`/`pos_ids`, the shared ``[N, D]`` negatives with `neg_log_q`/`neg_ids`; per-row ``[B, K, D]`` negatives stay local). ``None``/``False``: the local batch only. torch: ``True`` (default process group) or a ``torch.distributed.ProcessGroup``; every rank returns the global loss (DDP's gradient averaging then gives the single-device gradient). JAX: the mesh axis name (or tuple of names) of the enclosing ``shard_map``/``pmap``; the global loss on every device. TensorFlow: ``True`` inside ``strategy.run``; each replica returns its share ``sum_i w_i l_i / sum_global w`` (sum the shares, as ``apply_gradients`` sums gradients). ``"none"`` returns the local rows, each scored against the global candidates.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
 
     Returns:
@@ -369,6 +376,7 @@ __all__ = [
     'triplet_margin_loss',
     'available_backends',
     'validate',
+    'validate_distributed',
     'Report',
     'CATALOGUE',
     'ReclossError',

@@ -103,7 +103,8 @@ class Option:
     """A non-tensor option.
 
     ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"choice"`` (one of ``choices``),
-    ``"bool"``, ``"optional_bool"`` (True, False or None), ``"optional_count"`` (None or an int >= 1).
+    ``"bool"``, ``"optional_bool"`` (True, False or None), ``"optional_count"`` (None or an int >= 1),
+    ``"gather"`` (None, a bool, a mesh axis name or names, or a ``torch.distributed.ProcessGroup``).
     ``tensor_ok`` lets a 0-d floating tensor stand for a number (a learnable temperature).
     """
 

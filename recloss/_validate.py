@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -88,8 +89,46 @@ def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any]
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
                                   or value < 1):
             raise OptionError(f"{name} must be None or an integer >= 1; got {value!r}")
+    elif rule == "gather":
+        if not is_gather_value(value):
+            raise OptionError(f"{name} must be None, False, True, a mesh axis name (a str or a tuple of str) or a "
+                              f"torch.distributed.ProcessGroup; got {_describe(value)}")
     else:  # pragma: no cover - a bad spec, caught by the catalogue tests
         raise AssertionError(f"unknown option rule {rule!r}")
+
+
+def is_gather_value(value: Any) -> bool:
+    """Whether ``value`` has a type the ``gather`` option accepts (which backend it fits is checked where the
+    call runs, by :func:`gather_error`'s callers): None, a bool, a non-empty str, a non-empty tuple of
+    non-empty str, or a ``torch.distributed.ProcessGroup`` (looked up without importing torch)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return True
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, tuple):
+        return bool(value) and all(isinstance(name, str) and name for name in value)
+    group = getattr(sys.modules.get("torch.distributed"), "ProcessGroup", None)
+    return isinstance(group, type) and isinstance(value, group)
+
+
+def gather_requested(value: Any) -> Any:
+    """A valid ``gather`` value with its meaning made plain: None for the local batch (None, False, a NumPy
+    False), True for True (or a NumPy True), else the value itself (an axis name, a process group)."""
+    if isinstance(value, (bool, np.bool_)):
+        return True if value else None
+    return value
+
+
+#: What a ``gather`` value needs where no framework's distributed engine is at hand (the numpy backend).
+GATHER_ENGINES = "a framework's distributed engine (torch.distributed, a JAX mesh axis or tf.distribute)"
+
+
+def gather_error(loss: str, value: Any, needs: str, got: str, todo: str) -> OptionError:
+    """The error of a ``gather`` value that cannot work where the call runs, one structure on every backend:
+    ``"<loss>: `gather=<value>` needs <needs>; got <got> (<todo>)"``. Each backend's distributed hook decides
+    which condition holds; the words are assembled here."""
+    shown = "a ProcessGroup" if type(value).__name__.startswith("ProcessGroup") else repr(value)
+    return OptionError(f"{loss}: `gather={shown}` needs {needs}; got {got} ({todo})")
 
 
 def _match(shape: tuple[Any, ...], declared: tuple[str, ...], dims: Mapping[str, tuple[Any, str]]) -> dict | None:

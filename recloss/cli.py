@@ -7,7 +7,7 @@ import argparse
 import os
 import platform
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 #: Exit codes of ``recloss validate``.
 PASSED, FAILED, BAD_ARGUMENTS = 0, 1, 2
@@ -32,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     check.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     check.add_argument("--quiet", action="store_true", help="no progress lines")
+    check.add_argument("--distributed", action="store_true",
+                       help="run the losses that take gather on several workers per backend (torch: gloo "
+                            "processes, JAX: host devices under shard_map, TF: MirroredStrategy on logical CPUs) "
+                            "and compare value and parameter gradients with one device")
+    check.add_argument("--workers", type=int, default=2, help="workers per backend with --distributed (default 2)")
 
     commands.add_parser("info", help="versions, installed backends and their devices")
 
@@ -50,8 +55,11 @@ def _validate(args: argparse.Namespace) -> int:
         return BAD_ARGUMENTS
     progress = None if args.quiet else (lambda label: print(f"  running {label}", file=sys.stderr, flush=True))
     try:
-        report = validate(args.loss, backends=args.backend, devices=args.device,
-                          dtypes=args.dtype or ("float32", "float64"), seed=args.seed, progress=progress)
+        if args.distributed:
+            report = _validate_distributed(args, progress)
+        else:
+            report = validate(args.loss, backends=args.backend, devices=args.device,
+                              dtypes=args.dtype or ("float32", "float64"), seed=args.seed, progress=progress)
     except (ValueError, ImportError) as error:
         print(f"recloss validate: {error}", file=sys.stderr)
         return BAD_ARGUMENTS
@@ -68,6 +76,15 @@ def _validate(args: argparse.Namespace) -> int:
     failed = sum(not row.passed for row in report.rows)
     print(f"{len(report.rows) - failed} passed, {failed} failed")
     return PASSED if report.passed else FAILED
+
+
+def _validate_distributed(args: argparse.Namespace, progress: Any) -> Any:
+    from recloss.parity_distributed import validate_distributed
+
+    if args.device:
+        raise ValueError("--device does not apply to --distributed: its workers run on CPU devices of this machine")
+    return validate_distributed(args.loss, backends=args.backend, workers=args.workers,
+                                dtypes=args.dtype or ("float32", "float64"), seed=args.seed, progress=progress)
 
 
 def _writable(path: str) -> bool:

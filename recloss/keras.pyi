@@ -21,6 +21,7 @@ class Retrieval(keras.layers.Layer):
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
+        gather: bool | str | tuple[str, ...] | object | None = None,
         name: str | None = None,
         **kwargs: Any,
     ) -> None: ...

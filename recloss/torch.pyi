@@ -52,6 +52,7 @@ class UnsupervisedSoftmaxCrossEntropyLoss(LossModule):
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
+        gather: bool | str | tuple[str, ...] | object | None = None,
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(
@@ -117,6 +118,7 @@ class SampledSoftmaxLoss(LossModule):
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
+        gather: bool | str | tuple[str, ...] | object | None = None,
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(
@@ -157,6 +159,7 @@ class InfoNCELoss(LossModule):
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
+        gather: bool | str | tuple[str, ...] | object | None = None,
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(

@@ -94,7 +94,7 @@ def test_retrieval_equals_the_function_and_round_trips():
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(task))
     assert type(restored) is rk.Retrieval and restored.get_config() == task.get_config()
     assert restored.options == {"temperature": 0.2, "in_batch": True, "num_hard_negatives": 4,
-                                "reduction": "mean", "implementation": "auto", "product_precision": "input"}
+                                "reduction": "mean", "implementation": "auto", "product_precision": "input", "gather": None}
 
 
 def test_retrieval_on_symbolic_inputs_gives_the_loss_shape():

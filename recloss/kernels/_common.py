@@ -57,6 +57,12 @@ class Ops(Protocol):
     def size(self, x: Any, axis: int) -> Any: ...        # x.shape[axis]: an int, or a scalar tensor if unknown
     def to_float(self, n: Any, like: Any) -> Any: ...    # a run-time size as a float scalar of like's dtype
     def minimum(self, a: Any, b: Any) -> Any: ...        # min of two run-time sizes
+    # Optional. Cross-device negatives (the ``gather`` option): the collectives over one group of workers,
+    # loaded only when used; see :class:`recloss.kernels.distributed.Collectives`.
+    # def collectives(self, loss: str, gather: Any) -> Collectives: ...
+    # Optional. ``x`` with its leading axis replicated, where a sharding type would otherwise make a
+    # [rows, candidates] product illegal (JAX explicit sharding); the identity elsewhere.
+    # def replicated(self, x: Any) -> Any: ...
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -118,11 +124,17 @@ def known_only_at_run_time(size: Any) -> bool:
     return hasattr(size, "dtype")
 
 
-def reduce_rows(ops: Ops, row_loss: Any, sample_weight: Any, reduction: str, inputs: tuple = ()) -> Any:
+def reduce_rows(ops: Ops, row_loss: Any, sample_weight: Any, reduction: str, inputs: tuple = (),
+                comm: Any = None) -> Any:
     """``"none"``: ``w_i l_i``; ``"sum"``: ``sum_i w_i l_i``; ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 if that is 0).
 
-    The result is NaN (every row with ``"none"``) if any of ``inputs`` holds a NaN or an infinity.
+    The result is NaN (every row with ``"none"``) if any of ``inputs`` holds a NaN or an infinity. With
+    ``comm`` (the ``gather`` option's collectives) the sums run over every worker's rows and the value follows
+    the framework's convention: :func:`recloss.kernels.distributed.reduce_global_rows`.
     """
+    if comm is not None:
+        from recloss.kernels.distributed import reduce_global_rows
+        return reduce_global_rows(ops, comm, row_loss, sample_weight, reduction, inputs)
     reduced = _reduce(ops, row_loss, sample_weight, reduction)
     guard = nonfinite_guard(ops, *inputs)
     return reduced if guard is None else reduced + guard

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from recloss._dispatch import framework_of
 from recloss._spec import Bound
-from recloss._validate import dtype_name
+from recloss._validate import dtype_name, gather_requested
 from recloss.errors import BackendUnavailableError, DTypeError, OptionError
 from recloss.kernels._common import Ops, l2_normalize, reduce_rows, scalar, upcast
 
@@ -66,6 +66,13 @@ def path(generic: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(generic)
     def kernel(ops: Ops, bound: Bound, **arguments: Any) -> Any:
+        gather = arguments.pop("gather", None)
+        if gather_requested(gather) is not None:   # the kernels see one device's candidates
+            if arguments.get("implementation") == "fused":
+                raise OptionError(f'{bound.spec.name}: implementation="fused" scores the local candidates only and '
+                                  'does not take `gather`; use implementation="auto" (streaming or materialised '
+                                  f"over the gathered candidates); got gather={gather!r}")
+            return generic(ops, bound, gather=gather, **arguments)
         if arguments.get("implementation", "auto") in ("fused", "auto"):
             loss = fused(ops, bound, **arguments)
             if loss is not None:

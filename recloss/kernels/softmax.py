@@ -17,6 +17,7 @@ from recloss._validate import check_comparable_ids, dtype_name
 from recloss.kernels import fused
 from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, product_operands,
                                      reduce_rows, scalar, upcast)
+from recloss.kernels.distributed import Columns, candidate_columns, collectives, gather_rows
 
 
 def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperature: Any,
@@ -72,31 +73,38 @@ def log1p_row_losses(ops: Ops, s_pos: Any, s_neg: Any, keep: Any) -> Any:
 
 def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
-                         neg_ids: Any, num_hard_negatives: int | None, implementation: str = "materialized") -> Any:
+                         neg_ids: Any, num_hard_negatives: int | None, implementation: str = "materialized",
+                         columns: Columns | None = None) -> Any:
     """Row losses of the embedding softmax: score the candidates, then :func:`softmax_row_losses`.
 
-    With ``implementation`` ``"streaming"`` (or ``"auto"`` at a large size) the rows come from
-    :func:`streaming_row_losses` instead, which never materialises the ``[B, B + N]`` block.
+    The candidate columns are ``columns`` (gathered from every worker with the ``gather`` option, see
+    :mod:`recloss.kernels.distributed`), by default the local ones: the in-batch ``pos_emb`` (row ``i``'s own
+    positive is column ``columns.offset + i``) and ``neg_emb``. With ``implementation`` ``"streaming"`` (or
+    ``"auto"`` at a large size) the rows come from :func:`streaming_row_losses` instead, which never
+    materialises the ``[B, B + N]`` block.
     """
+    shared = neg_emb is not None and bound.form("neg_emb") == ("N", "D")
+    if columns is None:
+        columns = local_columns(ops, in_batch, pos_emb, pos_log_q, pos_ids, neg_emb, neg_log_q, neg_ids, shared)
     streamed = streaming_row_losses(ops, bound, query_emb, pos_emb, neg_emb, temperature=temperature,
                                     in_batch=in_batch, pos_log_q=pos_log_q, neg_log_q=neg_log_q, pos_ids=pos_ids,
                                     neg_ids=neg_ids, num_hard_negatives=num_hard_negatives,
-                                    implementation=implementation)
+                                    implementation=implementation, columns=columns)
     if streamed is not None:
         return streamed
     pos_logit = ops.rowdot(query_emb, pos_emb)
     blocks, keeps, log_qs = [], [], []
     if in_batch:
-        scores = ops.dot_nt(query_emb, pos_emb)
+        scores = ops.dot_nt(query_emb, columns.in_batch)
         rows = ops.row_index(query_emb)
-        keep = ops.not_equal(rows[:, None], rows[None, :])
+        keep = ops.not_equal(_shifted(rows, columns.offset)[:, None], ops.row_index(columns.in_batch)[None, :])
         if pos_ids is not None:
-            keep = ops.logical_and(keep, ops.not_equal(pos_ids[:, None], pos_ids[None, :]))
+            keep = ops.logical_and(keep, ops.not_equal(pos_ids[:, None], columns.in_batch_ids[None, :]))
         blocks.append(scores)
         keeps.append(keep)
-        log_qs.append(None if pos_log_q is None else pos_log_q[None, :])
+        log_qs.append(None if pos_log_q is None else columns.in_batch_log_q[None, :])
     if neg_emb is not None:
-        shared = bound.form("neg_emb") == ("N", "D")
+        neg_emb, neg_log_q, neg_ids = columns.neg, columns.neg_log_q, columns.neg_ids
         scores = ops.dot_nt(query_emb, neg_emb) if shared else ops.batch_dot(query_emb, neg_emb)
         keep = None
         if neg_ids is not None:
@@ -120,6 +128,20 @@ def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
                               num_hard_negatives)
 
 
+def local_columns(ops: Ops, in_batch: bool, pos_emb: Any, pos_log_q: Any, pos_ids: Any, neg_emb: Any,
+                  neg_log_q: Any, neg_ids: Any, shared: bool) -> Columns:
+    """The candidate columns of one device: the local positives (if ``in_batch``) and negatives."""
+    if not in_batch:
+        pos_emb = pos_log_q = pos_ids = None
+    return candidate_columns(ops, None, in_batch=pos_emb, in_batch_log_q=pos_log_q, in_batch_ids=pos_ids,
+                             neg=neg_emb, neg_log_q=neg_log_q, neg_ids=neg_ids, shared=shared)
+
+
+def _shifted(rows: Any, offset: Any) -> Any:
+    """``rows + offset``; ``rows`` itself for the offset 0 of one device."""
+    return rows if isinstance(offset, int) and offset == 0 else rows + offset
+
+
 #: ``implementation="auto"`` streams when ``B * (number of candidate columns)`` reaches this many logits
 #: (2**22, a 16 MiB float32 block), else materialises the block. Measured on a 2-core CPU: streaming is
 #: faster from about this size on (see benchmarks/README.md).
@@ -134,7 +156,8 @@ STREAMING_STORE_BYTES = 64 << 20
 
 def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
-                         neg_ids: Any, num_hard_negatives: int | None, implementation: str) -> Any:
+                         neg_ids: Any, num_hard_negatives: int | None, implementation: str,
+                         columns: Columns | None = None) -> Any:
     """Row losses by the streaming path, or None where the materialised path is to be used.
 
     The backend's ``ops.streaming_row_losses(q, s_pos, sources, row_ids, chunk, store_bytes)`` computes
@@ -142,8 +165,10 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     custom backward that recomputes each chunk's scores (or, when the whole block fits in
     ``STREAMING_STORE_BYTES``, keeps the chunks' ``exp(s - m)`` from the forward: ``store_bytes``). ``q`` is ``query_emb / T`` (so the temperature's
     gradient comes from autodiff), ``s_pos`` the positive score (kept out of the block), and each source is
-    ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude_diagonal)``: a candidate ``c`` of row ``i`` is
-    removed where ``ids[c] == row_ids[i]`` or, with ``exclude_diagonal``, where ``c == i``.
+    ``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)``: a candidate ``c`` of row ``i`` is
+    removed where ``ids[c] == row_ids[i]`` or, where ``diagonal`` is not None, where ``c == diagonal + i``
+    (``diagonal`` is the offset of the row's own positive among the columns: 0 on one device, an int or a
+    scalar integer tensor with ``gather``). The keys are ``columns``' (gathered with ``gather``).
     Falls back (None) for per-row ``[B, K, D]`` negatives, ``num_hard_negatives``, sizes unknown at trace
     time, or a backend without the op.
     """
@@ -152,8 +177,10 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     stream = getattr(ops, "streaming_row_losses", None)
     if stream is None or (neg_emb is not None and bound.form("neg_emb") != ("N", "D")):
         return None
-    sizes = [ops.size(query_emb, 0)] + ([ops.size(pos_emb, 0)] if in_batch else []) + (
-        [] if neg_emb is None else [ops.size(neg_emb, 0)])
+    if columns is None:
+        columns = local_columns(ops, in_batch, pos_emb, pos_log_q, pos_ids, neg_emb, neg_log_q, neg_ids, True)
+    sizes = [ops.size(query_emb, 0)] + ([ops.size(columns.in_batch, 0)] if in_batch else []) + (
+        [] if neg_emb is None else [ops.size(columns.neg, 0)])
     if any(known_only_at_run_time(size) for size in sizes):
         return None
     if implementation == "auto" and sizes[0] * sum(sizes[1:]) < STREAMING_MIN_LOGITS:
@@ -162,9 +189,10 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     query_emb, pos_emb, neg_emb = (upcast(ops, bound, x) for x in (query_emb, pos_emb, neg_emb))
     sources = []
     if in_batch:
-        sources.append((pos_emb, pos_log_q, pos_ids, pos_ids is None))
+        sources.append((upcast(ops, bound, columns.in_batch), columns.in_batch_log_q, columns.in_batch_ids,
+                        columns.offset if pos_ids is None else None))
     if neg_emb is not None:
-        sources.append((neg_emb, neg_log_q, neg_ids, False))
+        sources.append((upcast(ops, bound, columns.neg), columns.neg_log_q, columns.neg_ids, None))
     s_pos = ops.rowdot(query_emb, pos_emb) / temperature
     if pos_log_q is not None:
         s_pos = s_pos - pos_log_q
@@ -204,43 +232,62 @@ def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any,
-                         reduction: str, implementation: str = "auto", product_precision: str = "input") -> Any:
+                         reduction: str, implementation: str = "auto", product_precision: str = "input",
+                         gather: Any = None) -> Any:
     q, p, n = product_operands(ops, bound, product_precision, query_emb, pos_emb, neg_emb)
     pos_q, neg_q, weight = (upcast(ops, bound, x) for x in (pos_log_q, neg_log_q, sample_weight))
     pos_ids, neg_ids = comparable_ids(ops, bound, pos_ids, neg_ids)
+    in_batch = (neg_emb is None) if in_batch is None else in_batch
+    comm = collectives(ops, bound, gather)
+    columns = None
+    if comm is not None:
+        shared = n is not None and bound.form("neg_emb") == ("N", "D")
+        columns = candidate_columns(ops, comm, in_batch=p if in_batch else None,
+                                    in_batch_log_q=pos_q if in_batch else None,
+                                    in_batch_ids=pos_ids if in_batch else None,
+                                    neg=n, neg_log_q=neg_q, neg_ids=neg_ids, shared=shared)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature),
-                                in_batch=(neg_emb is None) if in_batch is None else in_batch,
-                                pos_log_q=pos_q, neg_log_q=neg_q, pos_ids=pos_ids, neg_ids=neg_ids,
-                                num_hard_negatives=num_hard_negatives, implementation=implementation)
-    return reduce_rows(ops, rows, weight, reduction, (*_guarded(ops, bound, q, p, n), pos_q, neg_q))
+                                in_batch=in_batch, pos_log_q=pos_q, neg_log_q=neg_q, pos_ids=pos_ids,
+                                neg_ids=neg_ids, num_hard_negatives=num_hard_negatives,
+                                implementation=implementation, columns=columns)
+    return reduce_rows(ops, rows, weight, reduction, (*_guarded(ops, bound, q, p, n), pos_q, neg_q), comm)
 
 
 @fused.path
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
                                             temperature: Any, sample_weight: Any, reduction: str,
-                                            implementation: str = "auto", product_precision: str = "input") -> Any:
+                                            implementation: str = "auto", product_precision: str = "input",
+                                            gather: Any = None) -> Any:
     q, p, n = product_operands(ops, bound, product_precision, src_emb, pos_emb, neg_emb)
     weight = upcast(ops, bound, sample_weight)
+    comm = collectives(ops, bound, gather)
+    columns = None if comm is None else candidate_columns(ops, comm, neg=n)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature), in_batch=False,
                                 pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
-                                implementation=implementation)
-    return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, p, n))
+                                implementation=implementation, columns=columns)
+    return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, p, n), comm)
 
 
 @fused.path
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
                   normalize: bool, ids: Any, sample_weight: Any, reduction: str,
-                  implementation: str = "auto", product_precision: str = "input") -> Any:
+                  implementation: str = "auto", product_precision: str = "input", gather: Any = None) -> Any:
     q, k = product_operands(ops, bound, product_precision, query_emb, key_emb)
     weight = upcast(ops, bound, sample_weight)
     if normalize:
         q, k = _normalized(ops, bound, q), _normalized(ops, bound, k)
+    comm = collectives(ops, bound, gather)
+    keys_columns = queries_columns = None
+    if comm is not None:   # every worker's keys (and, for the other direction, queries) as columns
+        ((all_k, all_q, all_ids),), (offset,) = gather_rows(ops, comm, [[k, q if symmetric else None, ids]])
+        keys_columns = Columns(all_k, None, all_ids, offset)
+        queries_columns = Columns(all_q, None, all_ids, offset)
     common = dict(temperature=scalar(ops, bound, temperature), in_batch=True, pos_log_q=None, neg_log_q=None,
                   pos_ids=ids, neg_ids=None, num_hard_negatives=None, implementation=implementation)
-    rows = retrieval_row_losses(ops, bound, q, k, None, **common)
+    rows = retrieval_row_losses(ops, bound, q, k, None, **common, columns=keys_columns)
     if symmetric:
-        rows = 0.5 * (rows + retrieval_row_losses(ops, bound, k, q, None, **common))
-    return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, k))
+        rows = 0.5 * (rows + retrieval_row_losses(ops, bound, k, q, None, **common, columns=queries_columns))
+    return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, k), comm)
 
 
 def _normalized(ops: Ops, bound: Bound, x: Any) -> Any:

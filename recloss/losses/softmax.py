@@ -50,6 +50,18 @@ def product_scales(inputs: Mapping[str, Any], options: Mapping[str, Any]) -> tup
             float(np.max(np.abs(query) @ np.abs(candidates).T, initial=0.0)) / temperature)
 
 
+GATHER = Option(
+    "gather", None, "gather", annotation="bool | str | tuple[str, ...] | object | None",
+    doc="Cross-device negatives: score each local row against the candidates of every worker (the in-batch "
+        "positives with `pos_log_q`/`pos_ids`, the shared ``[N, D]`` negatives with `neg_log_q`/`neg_ids`; "
+        "per-row ``[B, K, D]`` negatives stay local). ``None``/``False``: the local batch only. torch: ``True`` "
+        "(default process group) or a ``torch.distributed.ProcessGroup``; every rank returns the global loss "
+        "(DDP's gradient averaging then gives the single-device gradient). JAX: the mesh axis name (or tuple "
+        "of names) of the enclosing ``shard_map``/``pmap``; the global loss on every device. TensorFlow: "
+        "``True`` inside ``strategy.run``; each replica returns its share ``sum_i w_i l_i / sum_global w`` "
+        "(sum the shares, as ``apply_gradients`` sums gradients). ``\"none\"`` returns the local rows, each "
+        "scored against the global candidates.")
+
 # ----------------------------------------------------------------------------------------------------------
 # Cross-argument rules
 
@@ -152,10 +164,11 @@ SAMPLED_SOFTMAX = LossSpec(
              Option("in_batch", None, "optional_bool", annotation="bool | None",
                     doc="Use the other rows' positives as negatives. Default: True when `neg_emb` is None, "
                         "else False; both together is mixed negative sampling."),
-             NUM_HARD, REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION),
+             NUM_HARD, REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION, GATHER),
     positional=("query_emb", "pos_emb", "neg_emb"),
     keywords=("temperature", "in_batch", "pos_log_q", "neg_log_q", "pos_ids", "neg_ids", "num_hard_negatives",
-              "sample_weight", "reduction", "implementation", "product_precision"),
+              "sample_weight", "reduction", "implementation", "product_precision",
+              "gather"),
     returns=RETURNS,
     cases=(Case("in-batch"),
            Case("shared negatives, T=0.5", {"neg_emb": 0}, {"temperature": 0.5}),
@@ -189,7 +202,7 @@ UNSUPERVISED_SOFTMAX = LossSpec(
           tensor("pos_emb", "[B, D]", doc="Embedding of each row's positive destination."),
           tensor("neg_emb", "[N, D]", doc="Negative destinations shared by every row (N is often B * neg_num)."),
           SAMPLE_WEIGHT),
-    options=(temperature(1.0), REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION),
+    options=(temperature(1.0), REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION, GATHER),
     positional=("src_emb", "pos_emb", "neg_emb", "temperature"),
     returns=RETURNS,
     cases=(Case("default"), Case("T=0.3, weights", {"sample_weight": 0}, {"temperature": 0.3}),
@@ -217,7 +230,7 @@ INFO_NCE = LossSpec(
                     doc="Average query-to-key and key-to-query losses (CLIP)."),
              Option("normalize", False, "bool", annotation="bool",
                     doc="L2-normalise both sides first, x / max(||x||, 1e-12) (cosine similarity)."),
-             REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION),
+             REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION, GATHER),
     positional=("query_emb", "key_emb"),
     returns=RETURNS,
     cases=(Case("default", {}, {"temperature": 1.0}),
