@@ -40,6 +40,9 @@ class TensorFlowOps:
     logical_and = staticmethod(tf.logical_and)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
+    sigmoid = staticmethod(tf.sigmoid)
+    log1p = staticmethod(tf.math.log1p)
+    expm1 = staticmethod(tf.math.expm1)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_gradient
 
     @staticmethod
@@ -62,6 +65,20 @@ class TensorFlowOps:
     @staticmethod
     def top_k(x: tf.Tensor, k: Any) -> tf.Tensor:
         return tf.math.top_k(x, k).values
+
+    @staticmethod
+    def top_k_with_indices(x: tf.Tensor, k: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """``tf.math.top_k``: equal values come out lower index first (documented), the stable order."""
+        result = tf.math.top_k(x, k)
+        return result.values, result.indices
+
+    @staticmethod
+    def gather(x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+        return tf.gather(x, indices, batch_dims=1)
+
+    @staticmethod
+    def positions(x: tf.Tensor) -> tf.Tensor:
+        return tf.range(tf.shape(x)[-1], dtype=x.dtype)
 
     @staticmethod
     def concat(xs: list[tf.Tensor], axis: int) -> tf.Tensor:

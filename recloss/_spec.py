@@ -56,8 +56,13 @@ class Arg:
     """A tensor argument.
 
     ``sample`` says how ``recloss validate`` draws it: ``"normal"``, ``"ids"`` (small integers, so that
-    duplicates occur), ``"mask"``, ``"weight"`` (non-negative, some zero) or ``"log_prob"``.
-    ``nonnegative`` asks the validator to check the values where they are concrete (eager calls).
+    duplicates occur), ``"mask"``, ``"weight"`` (non-negative, some zero), ``"log_prob"``, ``"graded"``
+    (relevance grades 0 to 3 with ties, one list with nothing relevant), ``"probability"`` (in [0, 1]) or
+    ``"scores"`` (distinct within each list in every precision, so that ranks are well defined).
+    ``nonnegative`` asks the validator to check the values where they are concrete (eager calls), and
+    ``at_most`` to also check an upper bound; with ``masked_by`` (the name of a boolean argument) entries
+    where that mask is False are not checked. ``constant`` marks an input the loss treats as a constant (no
+    gradient flows to it, e.g. ranking labels): the parity engine does not differentiate with respect to it.
     """
 
     name: str
@@ -67,6 +72,9 @@ class Arg:
     doc: str = ""
     sample: str = "normal"
     nonnegative: bool = False
+    at_most: float | None = None
+    masked_by: str | None = None
+    constant: bool = False
 
     @property
     def shape_text(self) -> str:
@@ -74,18 +82,21 @@ class Arg:
 
 
 def tensor(name: str, *shapes: str, kind: str = FLOAT, required: bool = True, doc: str = "",
-           sample: str | None = None, nonnegative: bool = False) -> Arg:
+           sample: str | None = None, nonnegative: bool = False, at_most: float | None = None,
+           masked_by: str | None = None, constant: bool = False) -> Arg:
     """Declare a tensor argument with one or more accepted shapes, e.g. ``tensor("neg", "[N, D]", "[B, K, D]")``."""
     default_sample = {FLOAT: "normal", INT: "ids", BOOL: "mask"}[kind]
     return Arg(name=name, shapes=tuple(parse_shape(s) for s in shapes), kind=kind, required=required,
-               doc=doc, sample=sample or default_sample, nonnegative=nonnegative)
+               doc=doc, sample=sample or default_sample, nonnegative=nonnegative, at_most=at_most,
+               masked_by=masked_by, constant=constant)
 
 
 @dataclass(frozen=True)
 class Option:
     """A non-tensor option.
 
-    ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"choice"`` (one of ``choices``),
+    ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"choice"`` (one of ``choices``, which
+    may include None),
     ``"bool"``, ``"optional_bool"`` (True, False or None), ``"optional_count"`` (None or an int >= 1).
     ``tensor_ok`` lets a 0-d floating tensor stand for a number (a learnable temperature).
     """
@@ -132,7 +143,8 @@ class Bound:
 
 @dataclass(frozen=True)
 class LossSpec:
-    """The single declaration of one loss."""
+    """The single declaration of one loss (or of one metric: ``value_only=True``, no gradient is defined and
+    the parity engine compares values only)."""
 
     name: str
     summary: str
@@ -147,6 +159,7 @@ class LossSpec:
     notes: str = ""
     rules: Callable[[Bound], None] | None = None
     keywords: tuple[str, ...] = ()
+    value_only: bool = False
 
     @property
     def keyword_order(self) -> tuple[str, ...]:

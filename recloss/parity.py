@@ -4,6 +4,8 @@ For each loss, each of its spec's cases (or inputs you give), each backend, devi
 and its gradient with respect to every floating input are compared with the float64 NumPy reference
 evaluated on the same (dtype-rounded) inputs. Reference gradients are central finite differences of the
 reference in float64. The error reported is the norm-wise relative error ``max|x - ref| / max|ref|``.
+Inputs a spec declares ``constant`` (ranking labels) are not differentiated, and ``value_only`` specs (the
+metrics) are compared by value only.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import numpy as np
 
 from recloss._dispatch import available_backends, canonical_name, load_backend
 from recloss._spec import FLOAT, Case, LossSpec
-from recloss.losses import CATALOGUE
+from recloss.losses import METRICS, SPECS
 from recloss.reference import REFERENCES
 
 #: Sizes of the named dimensions in generated inputs (small, so that finite differences stay cheap).
-DIMS = {"B": 6, "K": 5, "N": 7, "D": 8, "M": 9}
+DIMS = {"B": 6, "K": 5, "N": 7, "D": 8, "M": 9, "L": 6}
 
 #: Largest norm-wise relative error allowed, (value, gradient), by input dtype. float16/bfloat16 inputs are
 #: computed in float32; their gradients come back in the input dtype, hence the looser gradient bounds.
@@ -111,6 +113,20 @@ def _sample(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.n
         return weights
     if kind == "log_prob":
         return np.log(rng.uniform(0.05, 1.0, size=shape))
+    if kind == "scores" and len(shape) == 2:
+        # Distinct values within each list, exact in every float precision (multiples of 3/32 up to 3.75):
+        # no tie survives rounding to bfloat16, so ranks do not flip under a finite-difference step, and no
+        # score difference is a whole number (no hinge kink at margin 0.5, 1 or 2).
+        grid = np.arange(-40, 41) * (3.0 / 32.0)
+        return np.stack([rng.choice(grid, size=shape[1], replace=shape[1] > grid.size) for _ in range(shape[0])]
+                        ).reshape(shape)
+    if kind in ("graded", "probability"):  # relevance labels: ties and zeros, a list with nothing relevant
+        labels = rng.integers(0, 4, size=shape).astype(np.float64)
+        if kind == "probability":
+            labels = np.array([0.0, 0.25, 1.0, 1.0])[labels.astype(int)]
+        if len(shape) == 2 and shape[0] > 1:
+            labels[1] = 0.0
+        return labels
     return rng.normal(0.0, 0.7, size=shape)
 
 
@@ -196,10 +212,10 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: Iterable[st
     Returns:
         A :class:`Report`; ``report.passed`` is True when every row is within :data:`TOLERANCES`.
     """
-    names = list(CATALOGUE) if losses is None else [losses] if isinstance(losses, str) else list(losses)
+    names = list(SPECS) if losses is None else [losses] if isinstance(losses, str) else list(losses)
     for name in names:
-        if name not in CATALOGUE:
-            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(CATALOGUE)}")
+        if name not in SPECS:
+            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(SPECS)}")
     if inputs is not None and len(names) != 1:
         raise ValueError("inputs= needs exactly one loss name")
     wanted = available_backends() if backends is None else [canonical_name(b) for b in backends]
@@ -214,7 +230,7 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: Iterable[st
         except ImportError as error:
             skipped.append(f"{backend}: {error}")
     for name in names:
-        spec = CATALOGUE[name]
+        spec = SPECS[name]
         cases = _cases(spec, inputs, options, seed)
         for dtype in dtypes:
             prepared = [_prepare(spec, case, case_inputs, dtype) for case, case_inputs in cases]
@@ -252,17 +268,31 @@ class _Prepared:
 def _prepare(spec: LossSpec, case: Case, inputs: Mapping[str, Any], dtype: str) -> _Prepared:
     options = {o.name: o.default for o in spec.options} | dict(case.options)
     cast = cast_inputs(inputs, spec, dtype)
-    wrt = [a.name for a in spec.args if a.kind == FLOAT and cast.get(a.name) is not None]
+    wrt = differentiable(spec, cast)
     return _Prepared(case, options, cast, wrt, reference_value(spec, cast, options),
                      reference_gradients(spec, cast, options, wrt))
 
 
+def differentiable(spec: LossSpec, inputs: Mapping[str, Any]) -> list[str]:
+    """The inputs a gradient is taken with respect to: floating, present, not ``constant``; none for a
+    ``value_only`` spec."""
+    if spec.value_only:
+        return []
+    return [a.name for a in spec.args if a.kind == FLOAT and not a.constant and inputs.get(a.name) is not None]
+
+
+def public_function(name: str) -> Callable[..., Any]:
+    """The public function of a loss (``recloss.<name>``) or of a metric (``recloss.metrics.<name>``)."""
+    import recloss.metrics  # the public functions, built from the catalogue
+
+    return getattr(recloss.metrics if name in METRICS else recloss, name)
+
+
 def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
              prepared: list[_Prepared]) -> Row:
-    import recloss  # the public functions, built from the catalogue
-
-    function = getattr(recloss, spec.name)
-    row = Row(spec.name, backend, device, dtype, grad_error=None if backend == "numpy" else 0.0)
+    function = public_function(spec.name)
+    row = Row(spec.name, backend, device, dtype,
+              grad_error=None if backend == "numpy" or spec.value_only else 0.0)
     value_tol, grad_tol = TOLERANCES[dtype]
     start = time.perf_counter()
     for item in prepared:
@@ -291,4 +321,4 @@ def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
 
 
 __all__ = ["validate", "Report", "Row", "TOLERANCES", "DIMS", "make_inputs", "reference_gradients",
-           "relative_error"]
+           "relative_error", "differentiable", "public_function"]

@@ -50,6 +50,13 @@ class Ops(Protocol):
     def size(self, x: Any, axis: int) -> Any: ...        # x.shape[axis]: an int, or a scalar tensor if unknown
     def to_float(self, n: Any, like: Any) -> Any: ...    # a run-time size as a float scalar of like's dtype
     def minimum(self, a: Any, b: Any) -> Any: ...        # min of two run-time sizes
+    def sigmoid(self, x: Any) -> Any: ...
+    def log1p(self, x: Any) -> Any: ...
+    def expm1(self, x: Any) -> Any: ...
+    def top_k_with_indices(self, x: Any, k: Any) -> tuple[Any, Any]: ...  # the k largest along the last axis,
+    #     descending, and their indices; equal values: the lower index first (a stable order)
+    def gather(self, x: Any, indices: Any) -> Any: ...    # [B, L], [B, k] integers -> x[b, indices[b, r]]
+    def positions(self, x: Any) -> Any: ...              # arange(x.shape[-1]) as floats of x's dtype
 
 
 # ----------------------------------------------------------------------------------------------------------

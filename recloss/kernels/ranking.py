@@ -1,0 +1,222 @@
+"""The ranking family: listwise, pairwise and pointwise losses over lists of ``L`` items with graded labels.
+
+Shapes: ``s``, ``y`` and ``valid`` are ``[B, L]``; a pair block is ``[B, L, L]`` with item ``i`` on axis 1 and
+item ``j`` on axis 2. Ties need no sort: "j comes before i" is a comparison inside the pair block (a higher
+label, or the same label and an earlier position), so ListMLE's Plackett-Luce order, the ranks of the lambda
+weights and every tie rule are exact, the same on every backend.
+
+Numerics: padded items are replaced by 0 in ``scores`` and ``labels`` before anything else (so whatever they
+hold reaches neither the value nor a gradient) and removed again inside each reduction with ``where``;
+log-sum-exps are ``-inf``-masked with a finite shift; a confident list keeps its tiny loss (``log1p``,
+``softplus`` and ``expm1`` forms). Labels are constants (``stop_gradient``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from recloss._spec import Bound
+from recloss.kernels._common import NEG_INF, Ops, known_only_at_run_time, reduce_rows, scalar, upcast
+
+LN2 = math.log(2.0)
+
+
+def list_inputs(ops: Ops, bound: Bound, scores: Any, labels: Any, mask: Any, sample_weight: Any
+                ) -> tuple[Any, Any, Any, Any]:
+    """``(s, y, valid, w)``: scores and labels in the compute dtype with padded entries set to 0, labels cut
+    from the gradient, the validity mask (all True without ``mask``) and the list weights."""
+    s, y, w = (upcast(ops, bound, x) for x in (scores, labels, sample_weight))
+    y = ops.stop_gradient(y)
+    if mask is None:
+        return s, y, ops.ones_bool(s), w
+    return ops.where(mask, s, 0.0), ops.where(mask, y, 0.0), mask, w
+
+
+def count(ops: Ops, flags: Any, dtype: str, axis: int) -> Any:
+    """The number of True entries of a boolean tensor along ``axis``, as floats of ``dtype``."""
+    return ops.sum(ops.cast(flags, dtype), axis)
+
+
+def gains(ops: Ops, y: Any) -> Any:
+    """``2^y - 1`` (``expm1``: exact for small grades)."""
+    return ops.expm1(y * LN2)
+
+
+def discount(ops: Ops, rank: Any) -> Any:
+    """``1 / log2(1 + rank)`` of a 1-based rank."""
+    return LN2 / ops.log1p(rank)
+
+
+def list_size(ops: Ops, x: Any) -> Any:
+    return ops.size(x, 1)
+
+
+def no_items(ops: Ops, x: Any) -> bool:
+    """True where the lists are known to be empty (L = 0): a maximum over them is undefined in torch and JAX."""
+    size = list_size(ops, x)
+    return not known_only_at_run_time(size) and size == 0
+
+
+def ideal_dcg(ops: Ops, y: Any, k: Any) -> Any:
+    """``[B]``: the DCG of each list in its ideal order (labels descending) over its first ``k`` positions.
+    Padded labels are 0 (no gain), so they never displace a valid one."""
+    best = ops.top_k(y, k)
+    return ops.sum(gains(ops, best) * discount(ops, ops.positions(best) + 1.0), 1)
+
+
+def safe_divide(ops: Ops, a: Any, b: Any) -> Any:
+    """``a / b`` where ``b > 0``, else 0 (no NaN in the value or the gradient)."""
+    positive = b > 0
+    return ops.where(positive, a / ops.where(positive, b, 1.0), 0.0)
+
+
+def ranks_by_score(ops: Ops, s: Any, valid: Any, dtype: str) -> Any:
+    """``[B, L]`` 1-based ranks among the valid items by score, descending, ties by position (no gradient)."""
+    s = ops.stop_gradient(s)
+    pos = ops.positions(s)
+    s_i, s_j = s[:, :, None], s[:, None, :]
+    ahead = ops.logical_and(valid[:, None, :], (s_j > s_i) | ((s_j == s_i) & (pos[None, :] < pos[:, None])))
+    return 1.0 + count(ops, ahead, dtype, 2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Listwise
+
+
+def softmax_gaps(ops: Ops, z: Any, valid: Any) -> Any:
+    """``[B, L]``: ``logsumexp_V(z) - z_i`` = ``-log softmax_V(z)_i`` for valid items (0 for padded ones).
+
+    Computed as ``(z_p - z_i) + log1p(sum_{k in V, k != p} exp(z_k - z_p))`` with ``p`` the first item at the
+    list's maximum: no ``exp`` overflows, and the gap of a confident item (~1e-9) keeps its digits.
+    """
+    if no_items(ops, z):
+        return z
+    pos = ops.positions(z)
+    top = ops.stop_gradient(ops.max(ops.where(valid, z, NEG_INF), 1))
+    at_top = ops.logical_and(valid, z == top[:, None])
+    first = -ops.max(ops.where(at_top, -pos, NEG_INF), 1)
+    pivot = ops.logical_and(at_top, pos == first[:, None])
+    z_p = ops.sum(ops.where(pivot, z, 0.0), 1)
+    others = ops.logical_and(valid, ~pivot)
+    rest = ops.sum(ops.exp(ops.where(others, z - z_p[:, None], NEG_INF)), 1)
+    return ops.where(valid, (z_p[:, None] - z) + ops.log1p(rest)[:, None], 0.0)
+
+
+def listwise_softmax_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, temperature: Any,
+                          sample_weight: Any, reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    gaps = softmax_gaps(ops, s / scalar(ops, bound, temperature), valid)
+    return reduce_rows(ops, ops.sum(y * gaps, 1), w, reduction, (s, y))
+
+
+def poly1_softmax_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, epsilon: float,
+                       temperature: Any, sample_weight: Any, reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    gaps = softmax_gaps(ops, s / scalar(ops, bound, temperature), valid)
+    total = ops.sum(y, 1)
+    share = safe_divide(ops, y, total[:, None])
+    # 1 - p_t = sum_i share_i (1 - p_i), with 1 - p_i = -expm1(-gap_i): exact when p_i is near 1.
+    miss = ops.sum(share * -ops.expm1(-gaps), 1)
+    rows = ops.where(total > 0, ops.sum(y * gaps, 1) + float(epsilon) * miss, 0.0)
+    return reduce_rows(ops, rows, w, reduction, (s, y))
+
+
+def listmle_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, sample_weight: Any,
+                 reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    if no_items(ops, s):
+        return reduce_rows(ops, ops.sum(s, 1), w, reduction, (s, y))
+    pos = ops.positions(s)
+    y_i, y_k = y[:, :, None], y[:, None, :]
+    # after[b, i, k]: valid item k comes after item i in the order by label (descending), ties by position.
+    after = ops.logical_and(valid[:, None, :], (y_k < y_i) | ((y_k == y_i) & (pos[None, :] > pos[:, None])))
+    s_k = s[:, None, :]
+    peak = ops.stop_gradient(ops.max(ops.where(after, s_k, NEG_INF), 2))
+    nonempty = peak > NEG_INF
+    shift = ops.where(nonempty, peak, 0.0)
+    total = ops.sum(ops.exp(ops.where(after, s_k - shift[:, :, None], NEG_INF)), 2)
+    rest = shift + ops.log(ops.where(nonempty, total, 1.0))       # logsumexp over the items after i
+    # log(exp(s_i) + exp(rest)) - s_i = softplus(rest - s_i): tiny and exact for a confident list.
+    terms = ops.where(ops.logical_and(valid, nonempty), ops.softplus(rest - s), 0.0)
+    return reduce_rows(ops, ops.sum(terms, 1), w, reduction, (s, y))
+
+
+def approx_ndcg_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, temperature: Any,
+                     sample_weight: Any, reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    pos = ops.positions(s)
+    others = ops.logical_and(ops.logical_and(valid[:, :, None], valid[:, None, :]), pos[:, None] != pos[None, :])
+    above = ops.sigmoid((s[:, None, :] - s[:, :, None]) / scalar(ops, bound, temperature))
+    ranks = 1.0 + ops.sum(ops.where(others, above, 0.0), 2)
+    dcg = ops.sum(ops.where(valid, gains(ops, y) * discount(ops, ranks), 0.0), 1)
+    rows = -safe_divide(ops, dcg, ideal_dcg(ops, y, list_size(ops, y)))
+    return reduce_rows(ops, rows, w, reduction, (s, y))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pairwise
+
+
+def lambda_weights(ops: Ops, s: Any, y: Any, valid: Any, kind: str, dtype: str) -> Any:
+    """``[B, L, L]`` constant pair weights: ``|G_i - G_j| |D(r_i) - D(r_j)| / IDCG`` (``"ndcg"``) or
+    ``|G_i - G_j| |D(|r_i - r_j|) - D(|r_i - r_j| + 1)| / IDCG`` (``"ndcg2"``), r = ranks by score."""
+    g = gains(ops, y)
+    ranks = ranks_by_score(ops, s, valid, dtype)
+    if kind == "ndcg":
+        d = discount(ops, ranks)
+        pair_discount = ops.abs(d[:, :, None] - d[:, None, :])
+    else:
+        apart = ops.abs(ranks[:, :, None] - ranks[:, None, :])
+        distinct = apart > 0
+        apart = ops.where(distinct, apart, 1.0)
+        pair_discount = ops.where(distinct, discount(ops, apart) - discount(ops, apart + 1.0), 0.0)
+    weights = ops.abs(g[:, :, None] - g[:, None, :]) * pair_discount
+    scale = safe_divide(ops, 1.0, ideal_dcg(ops, y, list_size(ops, y)))
+    return ops.stop_gradient(weights * scale[:, None, None])
+
+
+def pairwise_rows(ops: Ops, bound: Bound, s: Any, y: Any, valid: Any, pair_loss: Any, lambdaweight: str | None
+                  ) -> Any:
+    """``[B]``: the mean over the pairs (i, j) of valid items with ``y_i > y_j`` of ``w_ij pair_loss(s_i - s_j)``."""
+    pairs = ops.logical_and(ops.logical_and(valid[:, :, None], valid[:, None, :]), y[:, :, None] > y[:, None, :])
+    losses = pair_loss(s[:, :, None] - s[:, None, :])
+    if lambdaweight is not None:
+        losses = losses * lambda_weights(ops, s, y, valid, lambdaweight, bound.dtype)
+    total = ops.sum(ops.sum(ops.where(pairs, losses, 0.0), 2), 1)
+    return total / ops.maximum(ops.sum(count(ops, pairs, bound.dtype, 2), 1), 1.0)
+
+
+def pairwise_logistic_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, lambdaweight: str | None,
+                           sample_weight: Any, reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    rows = pairwise_rows(ops, bound, s, y, valid, lambda d: ops.softplus(-d), lambdaweight)
+    return reduce_rows(ops, rows, w, reduction, (s, y))
+
+
+def pairwise_hinge_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, margin: float,
+                        lambdaweight: str | None, sample_weight: Any, reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    rows = pairwise_rows(ops, bound, s, y, valid, lambda d: ops.relu(scalar(ops, bound, margin) - d), lambdaweight)
+    return reduce_rows(ops, rows, w, reduction, (s, y))
+
+
+def pairwise_soft_zero_one_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any,
+                                lambdaweight: str | None, sample_weight: Any, reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    rows = pairwise_rows(ops, bound, s, y, valid, lambda d: ops.sigmoid(-d), lambdaweight)
+    return reduce_rows(ops, rows, w, reduction, (s, y))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pointwise
+
+
+def pointwise_sigmoid_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, sample_weight: Any,
+                           reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    # y softplus(-s) + (1 - y) softplus(s): each term exact, so a confident item keeps its tiny loss.
+    items = ops.where(valid, y * ops.softplus(-s) + (1.0 - y) * ops.softplus(s), 0.0)
+    rows = ops.sum(items, 1) / ops.maximum(count(ops, valid, bound.dtype, 1), 1.0)
+    return reduce_rows(ops, rows, w, reduction, (s, y))
+
