@@ -44,6 +44,7 @@ class JaxOps:
     logical_and = staticmethod(jnp.logical_and)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
     minimum = staticmethod(min)
+    recompute = staticmethod(jax.checkpoint)
     sigmoid = staticmethod(jax.nn.sigmoid)
     log1p = staticmethod(jnp.log1p)
     expm1 = staticmethod(jnp.expm1)

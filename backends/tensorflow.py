@@ -40,6 +40,7 @@ class TensorFlowOps:
     logical_and = staticmethod(tf.logical_and)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
+    recompute = staticmethod(tf.recompute_grad)
     sigmoid = staticmethod(tf.sigmoid)
     log1p = staticmethod(tf.math.log1p)
     expm1 = staticmethod(tf.math.expm1)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from recloss import kernels
 from recloss.backends.torch_streaming import streaming_row_losses as _streaming_row_losses
@@ -83,6 +84,14 @@ class TorchOps:
         return torch.topk(x, k, dim=-1).values
 
     top_k_with_indices = staticmethod(_stable_top_k)
+
+    @staticmethod
+    def recompute(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A non-reentrant checkpoint (works under torch.compile); a plain call under the torch.func transforms,
+        which do not support checkpoints, and where no gradient is recorded."""
+        if not torch.is_grad_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+            return fn
+        return lambda x: torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
 
     @staticmethod
     def gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,7 @@ class Ops(Protocol):
     #     descending, and their indices; equal values: the lower index first (a stable order)
     def gather(self, x: Any, indices: Any) -> Any: ...    # [B, L], [B, k] integers -> x[b, indices[b, r]]
     def positions(self, x: Any) -> Any: ...              # arange(x.shape[-1]) as floats of x's dtype
+    def recompute(self, fn: Any) -> Any: ...             # fn(x) whose backward recomputes fn (a checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -58,6 +58,28 @@ def no_items(ops: Ops, x: Any) -> bool:
     return not known_only_at_run_time(size) and size == 0
 
 
+#: Lists are processed in chunks whose ``[chunk, L, L]`` pair block has at most this many entries (16 MiB in
+#: float32); the backward of each chunk recomputes its block (``ops.recompute``), so the memory of a pair loss
+#: is O(chunk x L^2) in every mode instead of several ``[B, L, L]`` blocks.
+PAIR_BLOCK_ELEMENTS = 1 << 22
+
+
+def per_list(ops: Ops, fn: Any, x: Any, *constants: Any, differentiable: bool = True) -> Any:
+    """``fn(x, *constants)`` -> ``[B]``, computed over chunks of lists when the whole ``[B, L, L]`` block would
+    exceed :data:`PAIR_BLOCK_ELEMENTS` (each chunk's backward recomputing its forward where ``differentiable``);
+    in one piece otherwise, or where B or L is known only at run time. ``constants`` get no gradient."""
+    batch, size = ops.size(x, 0), list_size(ops, x)
+    if known_only_at_run_time(batch) or known_only_at_run_time(size) or batch * size * size <= PAIR_BLOCK_ELEMENTS:
+        return fn(x, *constants)
+    step = max(1, PAIR_BLOCK_ELEMENTS // (size * size))
+    parts = []
+    for start in range(0, batch, step):
+        piece = tuple(c[start:start + step] for c in constants)
+        chunk_fn = lambda part, piece=piece: fn(part, *piece)  # noqa: E731 - bound now, called again in the backward
+        parts.append((ops.recompute(chunk_fn) if differentiable else chunk_fn)(x[start:start + step]))
+    return ops.concat(parts, 0)
+
+
 def ideal_dcg(ops: Ops, y: Any, k: Any) -> Any:
     """``[B]``: the DCG of each list in its ideal order (labels descending) over its first ``k`` positions.
     Padded labels are 0 (no gain), so they never displace a valid one."""
@@ -88,7 +110,8 @@ def softmax_gaps(ops: Ops, z: Any, valid: Any) -> Any:
     """``[B, L]``: ``logsumexp_V(z) - z_i`` = ``-log softmax_V(z)_i`` for valid items (0 for padded ones).
 
     Computed as ``(z_p - z_i) + log1p(sum_{k in V, k != p} exp(z_k - z_p))`` with ``p`` the first item at the
-    list's maximum: no ``exp`` overflows, and the gap of a confident item (~1e-9) keeps its digits.
+    list's maximum: no ``exp`` overflows, and the gap of a confident item (~1e-13) keeps its digits, in value
+    and gradient.
     """
     if no_items(ops, z):
         return z
@@ -100,7 +123,10 @@ def softmax_gaps(ops: Ops, z: Any, valid: Any) -> Any:
     z_p = ops.sum(ops.where(pivot, z, 0.0), 1)
     others = ops.logical_and(valid, ~pivot)
     rest = ops.sum(ops.exp(ops.where(others, z - z_p[:, None], NEG_INF)), 1)
-    return ops.where(valid, (z_p[:, None] - z) + ops.log1p(rest)[:, None], 0.0)
+    # The pivot's own gap is log1p(rest) alone: written as (z_p - z_p) + ..., its gradient would be 1 - 1 + (a
+    # number ~1e-13), which float32 rounds to 0.
+    below = ops.where(pivot, 0.0, z_p[:, None] - z)
+    return ops.where(valid, below + ops.log1p(rest)[:, None], 0.0)
 
 
 def listwise_softmax_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, temperature: Any,
@@ -122,14 +148,11 @@ def poly1_softmax_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask
     return reduce_rows(ops, rows, w, reduction, (s, y))
 
 
-def listmle_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, sample_weight: Any,
-                 reduction: str) -> Any:
-    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
-    if no_items(ops, s):
-        return reduce_rows(ops, ops.sum(s, 1), w, reduction, (s, y))
+def listmle_rows(ops: Ops, s: Any, y: Any, valid: Any) -> Any:
+    """``[B]``: ``sum_i softplus(logsumexp_{k after i} s_k - s_i)`` over valid items, where k comes after i in the
+    order by label (descending), ties by position."""
     pos = ops.positions(s)
     y_i, y_k = y[:, :, None], y[:, None, :]
-    # after[b, i, k]: valid item k comes after item i in the order by label (descending), ties by position.
     after = ops.logical_and(valid[:, None, :], (y_k < y_i) | ((y_k == y_i) & (pos[None, :] > pos[:, None])))
     s_k = s[:, None, :]
     peak = ops.stop_gradient(ops.max(ops.where(after, s_k, NEG_INF), 2))
@@ -138,18 +161,31 @@ def listmle_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any,
     total = ops.sum(ops.exp(ops.where(after, s_k - shift[:, :, None], NEG_INF)), 2)
     rest = shift + ops.log(ops.where(nonempty, total, 1.0))       # logsumexp over the items after i
     # log(exp(s_i) + exp(rest)) - s_i = softplus(rest - s_i): tiny and exact for a confident list.
-    terms = ops.where(ops.logical_and(valid, nonempty), ops.softplus(rest - s), 0.0)
-    return reduce_rows(ops, ops.sum(terms, 1), w, reduction, (s, y))
+    return ops.sum(ops.where(ops.logical_and(valid, nonempty), ops.softplus(rest - s), 0.0), 1)
+
+
+def listmle_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, sample_weight: Any,
+                 reduction: str) -> Any:
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    if no_items(ops, s):
+        return reduce_rows(ops, ops.sum(s, 1), w, reduction, (s, y))
+    rows = per_list(ops, lambda x, y, valid: listmle_rows(ops, x, y, valid), s, y, valid)
+    return reduce_rows(ops, rows, w, reduction, (s, y))
+
+
+def approx_dcg_rows(ops: Ops, z: Any, g: Any, valid: Any) -> Any:
+    """``[B]``: ``sum_i g_i D(r_i)`` with the smooth ranks ``r_i = 1 + sum_{j in V, j != i} sigmoid(z_j - z_i)``
+    (the term j = i is sigmoid(0) = 1/2 exactly, subtracted instead of masked, as TF-Ranking does)."""
+    above = ops.where(valid[:, None, :], ops.sigmoid(z[:, None, :] - z[:, :, None]), 0.0)
+    ranks = 0.5 + ops.sum(above, 2)
+    return ops.sum(ops.where(valid, g * discount(ops, ranks), 0.0), 1)
 
 
 def approx_ndcg_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, temperature: Any,
                      sample_weight: Any, reduction: str) -> Any:
     s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
-    pos = ops.positions(s)
-    others = ops.logical_and(ops.logical_and(valid[:, :, None], valid[:, None, :]), pos[:, None] != pos[None, :])
-    above = ops.sigmoid((s[:, None, :] - s[:, :, None]) / scalar(ops, bound, temperature))
-    ranks = 1.0 + ops.sum(ops.where(others, above, 0.0), 2)
-    dcg = ops.sum(ops.where(valid, gains(ops, y) * discount(ops, ranks), 0.0), 1)
+    z = s / scalar(ops, bound, temperature)
+    dcg = per_list(ops, lambda x, g, valid: approx_dcg_rows(ops, x, g, valid), z, gains(ops, y), valid)
     rows = -safe_divide(ops, dcg, ideal_dcg(ops, y, list_size(ops, y)))
     return reduce_rows(ops, rows, w, reduction, (s, y))
 
@@ -158,54 +194,62 @@ def approx_ndcg_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: 
 # Pairwise
 
 
-def lambda_weights(ops: Ops, s: Any, y: Any, valid: Any, kind: str, dtype: str) -> Any:
-    """``[B, L, L]`` constant pair weights: ``|G_i - G_j| |D(r_i) - D(r_j)| / IDCG`` (``"ndcg"``) or
-    ``|G_i - G_j| |D(|r_i - r_j|) - D(|r_i - r_j| + 1)| / IDCG`` (``"ndcg2"``), r = ranks by score."""
-    g = gains(ops, y)
-    ranks = ranks_by_score(ops, s, valid, dtype)
+def pair_discounts(ops: Ops, ranks: Any, kind: str) -> Any:
+    """``[B, L, L]``: ``|D(r_i) - D(r_j)|`` (``"ndcg"``) or ``|D(|r_i - r_j|) - D(|r_i - r_j| + 1)|``
+    (``"ndcg2"``, 0 where the ranks are equal)."""
     if kind == "ndcg":
         d = discount(ops, ranks)
-        pair_discount = ops.abs(d[:, :, None] - d[:, None, :])
-    else:
-        apart = ops.abs(ranks[:, :, None] - ranks[:, None, :])
-        distinct = apart > 0
-        apart = ops.where(distinct, apart, 1.0)
-        pair_discount = ops.where(distinct, discount(ops, apart) - discount(ops, apart + 1.0), 0.0)
-    weights = ops.abs(g[:, :, None] - g[:, None, :]) * pair_discount
-    scale = safe_divide(ops, 1.0, ideal_dcg(ops, y, list_size(ops, y)))
-    return ops.stop_gradient(weights * scale[:, None, None])
+        return ops.abs(d[:, :, None] - d[:, None, :])
+    apart = ops.abs(ranks[:, :, None] - ranks[:, None, :])
+    distinct = apart > 0
+    apart = ops.where(distinct, apart, 1.0)
+    return ops.where(distinct, discount(ops, apart) - discount(ops, apart + 1.0), 0.0)
 
 
-def pairwise_rows(ops: Ops, bound: Bound, s: Any, y: Any, valid: Any, pair_loss: Any, lambdaweight: str | None
-                  ) -> Any:
-    """``[B]``: the mean over the pairs (i, j) of valid items with ``y_i > y_j`` of ``w_ij pair_loss(s_i - s_j)``."""
-    pairs = ops.logical_and(ops.logical_and(valid[:, :, None], valid[:, None, :]), y[:, :, None] > y[:, None, :])
-    losses = pair_loss(s[:, :, None] - s[:, None, :])
+def pairwise_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, mask: Any, sample_weight: Any,
+                  reduction: str, pair_loss: Any, lambdaweight: str | None) -> Any:
+    """The pairwise losses: per list, the mean over the pairs (i, j) of valid items with ``y_i > y_j`` of
+    ``w_ij pair_loss(s_i - s_j)``; with ``lambdaweight``, ``w_ij = |g_i - g_j| pair_discounts(r)_ij``, with
+    ``g = G(y) / IDCG`` and r the ranks by score (constants)."""
+    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
+    # y_i > y_j for valid i and j, as one comparison: -inf / +inf labels on padded items never pair.
+    high, low = ops.where(valid, y, NEG_INF), ops.where(valid, y, -NEG_INF)
+    extra = ()
     if lambdaweight is not None:
-        losses = losses * lambda_weights(ops, s, y, valid, lambdaweight, bound.dtype)
-    total = ops.sum(ops.sum(ops.where(pairs, losses, 0.0), 2), 1)
-    return total / ops.maximum(ops.sum(count(ops, pairs, bound.dtype, 2), 1), 1.0)
+        ranks = per_list(ops, lambda x, valid: ranks_by_score(ops, x, valid, bound.dtype), ops.stop_gradient(s),
+                         valid, differentiable=False)
+        g = gains(ops, y) * safe_divide(ops, 1.0, ideal_dcg(ops, y, list_size(ops, y)))[:, None]
+        extra = (ranks, g)
+
+    def rows(x: Any, high: Any, low: Any, *extra: Any) -> Any:
+        pairs = high[:, :, None] > low[:, None, :]
+        losses = pair_loss(x[:, :, None] - x[:, None, :])
+        if extra:
+            ranks, g = extra
+            losses = losses * (ops.abs(g[:, :, None] - g[:, None, :]) * pair_discounts(ops, ranks, lambdaweight))
+        total = ops.sum(ops.sum(ops.where(pairs, losses, 0.0), 2), 1)
+        return total / ops.maximum(ops.sum(count(ops, pairs, bound.dtype, 2), 1), 1.0)
+
+    return reduce_rows(ops, per_list(ops, rows, s, high, low, *extra), w, reduction, (s, y))
 
 
 def pairwise_logistic_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, lambdaweight: str | None,
                            sample_weight: Any, reduction: str) -> Any:
-    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
-    rows = pairwise_rows(ops, bound, s, y, valid, lambda d: ops.softplus(-d), lambdaweight)
-    return reduce_rows(ops, rows, w, reduction, (s, y))
+    return pairwise_loss(ops, bound, scores, labels, mask, sample_weight, reduction, lambda d: ops.softplus(-d),
+                         lambdaweight)
 
 
 def pairwise_hinge_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, margin: float,
                         lambdaweight: str | None, sample_weight: Any, reduction: str) -> Any:
-    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
-    rows = pairwise_rows(ops, bound, s, y, valid, lambda d: ops.relu(scalar(ops, bound, margin) - d), lambdaweight)
-    return reduce_rows(ops, rows, w, reduction, (s, y))
+    margin = scalar(ops, bound, margin)
+    return pairwise_loss(ops, bound, scores, labels, mask, sample_weight, reduction, lambda d: ops.relu(margin - d),
+                         lambdaweight)
 
 
 def pairwise_soft_zero_one_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any,
                                 lambdaweight: str | None, sample_weight: Any, reduction: str) -> Any:
-    s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
-    rows = pairwise_rows(ops, bound, s, y, valid, lambda d: ops.sigmoid(-d), lambdaweight)
-    return reduce_rows(ops, rows, w, reduction, (s, y))
+    return pairwise_loss(ops, bound, scores, labels, mask, sample_weight, reduction, lambda d: ops.sigmoid(-d),
+                         lambdaweight)
 
 
 # ----------------------------------------------------------------------------------------------------------
