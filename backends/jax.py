@@ -68,6 +68,10 @@ class JaxOps:
         return jax.lax.top_k(x, k)
 
     @staticmethod
+    def cumlogsumexp_reverse(x: jax.Array) -> jax.Array:
+        return jax.lax.cumlogsumexp(x, axis=x.ndim - 1, reverse=True)
+
+    @staticmethod
     def gather(x: jax.Array, indices: jax.Array) -> jax.Array:
         return jnp.take_along_axis(x, indices, axis=-1)
 

@@ -94,6 +94,10 @@ class TorchOps:
         return lambda x: torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
 
     @staticmethod
+    def cumlogsumexp_reverse(x: torch.Tensor) -> torch.Tensor:
+        return torch.logcumsumexp(x.flip(-1), dim=-1).flip(-1)
+
+    @staticmethod
     def gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return torch.gather(x, -1, indices)
 

@@ -334,13 +334,13 @@ def test_odd_option_types_and_64_bit() -> None:
     assert out.dtype == torch.float64
 
 
-@pytest.mark.parametrize("name", ["listmle_loss", "approx_ndcg_loss", "pairwise_logistic_loss"])
+@pytest.mark.parametrize("name", ["approx_ndcg_loss", "pairwise_logistic_loss", "pairwise_hinge_loss"])
 def test_chunked_pair_blocks_equal_one_block(name: str, backend: str, monkeypatch) -> None:
     """Above PAIR_BLOCK_ELEMENTS the lists are processed in chunks whose backward recomputes the block: the
     same value and gradients as one block (here with a budget of 2 lists of 6 items, so 4 chunks)."""
     scores, labels, mask = _lists(5)
     inputs = {"scores": scores, "labels": labels, "mask": mask}
-    options = {"lambdaweight": "ndcg"} if name == "pairwise_logistic_loss" else {}
+    options = {"lambdaweight": "ndcg"} if name == "pairwise_logistic_loss" else {}  # lambda weights: ranks chunked
     module = load_backend(backend)
     run = lambda: module.value_and_grad(lambda **t: _function(name)(**t, reduction="sum", **options),  # noqa: E731
                                         inputs, ["scores"], "cpu")
@@ -414,3 +414,19 @@ def test_torch_top_k_is_stable() -> None:
             expected = np.argsort(-x, axis=1, kind="stable")[:, :k]
             np.testing.assert_array_equal(indices.numpy(), expected)
             np.testing.assert_array_equal(values.numpy(), np.take_along_axis(x, expected, 1))
+
+
+def test_keras_rs_relation() -> None:
+    """keras-rs (in the ``bench`` extra; skipped without it), unreduced: its pairwise losses return, per list,
+    each item's sum over its pairs, so a list's total over its L items = recloss's row x |P|; the default
+    ``sum_over_batch_size`` then divides by B L. Its ListMLE equals recloss's per list (ties by position)."""
+    keras_rs = pytest.importorskip("keras_rs")
+    scores, labels, _ = _lists(9)
+    scores, labels = scores.astype(np.float32), labels.astype(np.float32)
+    pairs = (labels[:, :, None] > labels[:, None, :]).sum((1, 2))
+    for cls, name in (("PairwiseLogisticLoss", "pairwise_logistic_loss"), ("PairwiseHingeLoss", "pairwise_hinge_loss"),
+                      ("PairwiseSoftZeroOneLoss", "pairwise_soft_zero_one_loss"), ("ListMLELoss", "listmle_loss")):
+        theirs = np.asarray(getattr(keras_rs.losses, cls)(reduction=None)(labels, scores), np.float64)
+        ours = to_numpy(getattr(recloss, name)(scores, labels, reduction="none"))
+        expected = ours * pairs if theirs.ndim == 2 else ours
+        np.testing.assert_allclose(theirs.sum(-1) if theirs.ndim == 2 else theirs, expected, rtol=2e-5, err_msg=cls)

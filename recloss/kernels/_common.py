@@ -58,6 +58,7 @@ class Ops(Protocol):
     def gather(self, x: Any, indices: Any) -> Any: ...    # [B, L], [B, k] integers -> x[b, indices[b, r]]
     def positions(self, x: Any) -> Any: ...              # arange(x.shape[-1]) as floats of x's dtype
     def recompute(self, fn: Any) -> Any: ...             # fn(x) whose backward recomputes fn (a checkpoint)
+    def cumlogsumexp_reverse(self, x: Any) -> Any: ...   # [B, L] -> logsumexp(x[:, i:]) for every i (stable)
 
 
 # ----------------------------------------------------------------------------------------------------------

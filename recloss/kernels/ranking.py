@@ -148,29 +148,21 @@ def poly1_softmax_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask
     return reduce_rows(ops, rows, w, reduction, (s, y))
 
 
-def listmle_rows(ops: Ops, s: Any, y: Any, valid: Any) -> Any:
-    """``[B]``: ``sum_i softplus(logsumexp_{k after i} s_k - s_i)`` over valid items, where k comes after i in the
-    order by label (descending), ties by position."""
-    pos = ops.positions(s)
-    y_i, y_k = y[:, :, None], y[:, None, :]
-    after = ops.logical_and(valid[:, None, :], (y_k < y_i) | ((y_k == y_i) & (pos[None, :] > pos[:, None])))
-    s_k = s[:, None, :]
-    peak = ops.stop_gradient(ops.max(ops.where(after, s_k, NEG_INF), 2))
-    nonempty = peak > NEG_INF
-    shift = ops.where(nonempty, peak, 0.0)
-    total = ops.sum(ops.exp(ops.where(after, s_k - shift[:, :, None], NEG_INF)), 2)
-    rest = shift + ops.log(ops.where(nonempty, total, 1.0))       # logsumexp over the items after i
-    # log(exp(s_i) + exp(rest)) - s_i = softplus(rest - s_i): tiny and exact for a confident list.
-    return ops.sum(ops.where(ops.logical_and(valid, nonempty), ops.softplus(rest - s), 0.0), 1)
-
-
 def listmle_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, sample_weight: Any,
                  reduction: str) -> Any:
     s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
     if no_items(ops, s):
         return reduce_rows(ops, ops.sum(s, 1), w, reduction, (s, y))
-    rows = per_list(ops, lambda x, y, valid: listmle_rows(ops, x, y, valid), s, y, valid)
-    return reduce_rows(ops, rows, w, reduction, (s, y))
+    # Padded items first (a +inf key), then the valid ones by label, descending, ties by position (a stable
+    # top_k of the whole list): the items after a valid item are then exactly the valid items after it.
+    _, order = ops.top_k_with_indices(ops.where(valid, y, -NEG_INF), list_size(ops, s))
+    ordered = ops.gather(s, order)
+    rest = ops.cumlogsumexp_reverse(ordered)                  # logsumexp of each item and the items after it
+    after = ops.concat([rest[:, 1:], rest[:, :1] * 0.0], 1)   # ... of the items after it (last: unused)
+    last = ops.positions(s) == ops.to_float(list_size(ops, s), s) - 1.0
+    # log(exp(s_i) + exp(after_i)) - s_i = softplus(after_i - s_i): tiny and exact for a confident list.
+    terms = ops.where(ops.logical_and(ops.gather(valid, order), ~last), ops.softplus(after - ordered), 0.0)
+    return reduce_rows(ops, ops.sum(terms, 1), w, reduction, (s, y))
 
 
 def approx_dcg_rows(ops: Ops, z: Any, g: Any, valid: Any) -> Any:
@@ -221,16 +213,19 @@ def pairwise_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, mask: Any, s
         g = gains(ops, y) * safe_divide(ops, 1.0, ideal_dcg(ops, y, list_size(ops, y)))[:, None]
         extra = (ranks, g)
 
-    def rows(x: Any, high: Any, low: Any, *extra: Any) -> Any:
-        pairs = high[:, :, None] > low[:, None, :]
+    def pair_counts(x: Any, high: Any, low: Any) -> Any:
+        return ops.sum(count(ops, high[:, :, None] > low[:, None, :], bound.dtype, 2), 1)
+
+    def totals(x: Any, high: Any, low: Any, *extra: Any) -> Any:
         losses = pair_loss(x[:, :, None] - x[:, None, :])
         if extra:
             ranks, g = extra
             losses = losses * (ops.abs(g[:, :, None] - g[:, None, :]) * pair_discounts(ops, ranks, lambdaweight))
-        total = ops.sum(ops.sum(ops.where(pairs, losses, 0.0), 2), 1)
-        return total / ops.maximum(ops.sum(count(ops, pairs, bound.dtype, 2), 1), 1.0)
+        return ops.sum(ops.sum(ops.where(high[:, :, None] > low[:, None, :], losses, 0.0), 2), 1)
 
-    return reduce_rows(ops, per_list(ops, rows, s, high, low, *extra), w, reduction, (s, y))
+    pairs = per_list(ops, pair_counts, y, high, low, differentiable=False)
+    rows = per_list(ops, totals, s, high, low, *extra) / ops.maximum(pairs, 1.0)
+    return reduce_rows(ops, rows, w, reduction, (s, y))
 
 
 def pairwise_logistic_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, lambdaweight: str | None,
