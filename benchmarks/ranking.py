@@ -107,22 +107,24 @@ def build_step(library: str, framework: str, mode: str, loss: str, scores: np.nd
         import torch
         s, y = torch.from_numpy(scores).requires_grad_(True), torch.from_numpy(labels)
         return lambda: torch.autograd.grad(fn(s, y), [s])
+    # Labels are arguments of the compiled step, as in training: closed over, they would be constants that
+    # XLA folds at compile time (a [B, L, L] comparison block of constants, a sort of constants).
     if framework == "jax":
         import jax
         s, y = jax.numpy.asarray(scores), jax.numpy.asarray(labels)
-        grad = jax.jit(jax.value_and_grad(lambda a: fn(a, y)))
-        return lambda: jax.block_until_ready(grad(s))
+        grad = jax.jit(jax.value_and_grad(fn))
+        return lambda: jax.block_until_ready(grad(s, y))
     import tensorflow as tf
     s, y = tf.constant(scores), tf.constant(labels)
 
-    def value_and_grad(a):
+    def value_and_grad(a, b):
         with tf.GradientTape() as tape:
             tape.watch(a)
-            value = fn(a, y)
+            value = fn(a, b)
         return value, tape.gradient(value, a)
     if mode == "xla":
         value_and_grad = tf.function(value_and_grad, jit_compile=True)
-    return lambda: [t.numpy() for t in value_and_grad(s)]
+    return lambda: [t.numpy() for t in value_and_grad(s, y)]
 
 
 def worker(config: dict[str, Any]) -> dict[str, Any]:

@@ -12,11 +12,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recloss", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    check = commands.add_parser("validate", help="compare every loss on every installed backend and device "
-                                                 "with the float64 reference")
+    check = commands.add_parser("validate", help="compare every loss (and metric) on every installed backend and "
+                                                 "device with the float64 reference")
     check.add_argument("--backend", action="append", help="backend to run (repeatable; default: all installed)")
     check.add_argument("--device", action="append", help="device kind to run: cpu, gpu (repeatable; default: all)")
-    check.add_argument("--loss", action="append", help="loss to run (repeatable; default: the whole catalogue)")
+    check.add_argument("--loss", action="append", help="loss or metric to run (repeatable; default: the whole "
+                                                        "catalogue and the metrics)")
     check.add_argument("--dtype", action="append", help="float64, float32, bfloat16, float16 "
                                                        "(repeatable; default: float32 and float64)")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -63,4 +64,5 @@ def _info() -> int:
         version = getattr(framework, "__version__", "?")
         print(f"  {name:<10} {version:<14} devices: {', '.join(module.devices())}")
     print(f"losses: {', '.join(recloss.CATALOGUE)}")
+    print(f"metrics (recloss.metrics): {', '.join(recloss.metrics.__all__)}")
     return 0

@@ -1,9 +1,10 @@
 """The ranking family: listwise, pairwise and pointwise losses over lists of ``L`` items with graded labels.
 
 Shapes: ``s``, ``y`` and ``valid`` are ``[B, L]``; a pair block is ``[B, L, L]`` with item ``i`` on axis 1 and
-item ``j`` on axis 2. Ties need no sort: "j comes before i" is a comparison inside the pair block (a higher
-label, or the same label and an earlier position), so ListMLE's Plackett-Luce order, the ranks of the lambda
-weights and every tie rule are exact, the same on every backend.
+item ``j`` on axis 2. Ties are broken by position everywhere: inside a pair block "j ranks before i" is a
+comparison (a higher score, or the same score and an earlier position); ListMLE sorts each list with the
+stable ``ops.top_k_with_indices``. Pair blocks are built per chunk of lists (:func:`per_list`), each chunk's
+backward recomputing it, so no ``[B, L, L]`` block ever exists when the lists are large.
 
 Numerics: padded items are replaced by 0 in ``scores`` and ``labels`` before anything else (so whatever they
 hold reaches neither the value nor a gradient) and removed again inside each reduction with ``where``;
@@ -213,19 +214,17 @@ def pairwise_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, mask: Any, s
         g = gains(ops, y) * safe_divide(ops, 1.0, ideal_dcg(ops, y, list_size(ops, y)))[:, None]
         extra = (ranks, g)
 
-    def pair_counts(x: Any, high: Any, low: Any) -> Any:
-        return ops.sum(count(ops, high[:, :, None] > low[:, None, :], bound.dtype, 2), 1)
-
-    def totals(x: Any, high: Any, low: Any, *extra: Any) -> Any:
+    def rows(x: Any, high: Any, low: Any, *extra: Any) -> Any:
+        pairs = high[:, :, None] > low[:, None, :]
         losses = pair_loss(x[:, :, None] - x[:, None, :])
         if extra:
             ranks, g = extra
             losses = losses * (ops.abs(g[:, :, None] - g[:, None, :]) * pair_discounts(ops, ranks, lambdaweight))
-        return ops.sum(ops.sum(ops.where(high[:, :, None] > low[:, None, :], losses, 0.0), 2), 1)
+        total = ops.sum(ops.sum(ops.where(pairs, losses, 0.0), 2), 1)
+        # The count inside the recomputed chunk: counted in a pass of its own, XLA keeps the comparison block.
+        return total / ops.maximum(ops.sum(count(ops, pairs, bound.dtype, 2), 1), 1.0)
 
-    pairs = per_list(ops, pair_counts, y, high, low, differentiable=False)
-    rows = per_list(ops, totals, s, high, low, *extra) / ops.maximum(pairs, 1.0)
-    return reduce_rows(ops, rows, w, reduction, (s, y))
+    return reduce_rows(ops, per_list(ops, rows, s, high, low, *extra), w, reduction, (s, y))
 
 
 def pairwise_logistic_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: Any, lambdaweight: str | None,

@@ -31,16 +31,18 @@ LAMBDAWEIGHT = Option(
         "valid items (ties by position), IDCG = the list's ideal DCG; the weights are constants (no gradient).")
 
 
-def _spec(name: str, summary: str, math: str, options: tuple[Option, ...] = (), cases: tuple[Case, ...] = (),
-          labels=LABELS, references: tuple[str, ...] = (), example: str = "", notes: str = "") -> LossSpec:
-    """One ranking loss: ``(scores, labels, *, mask, <options>, sample_weight, reduction)``."""
+def _spec(name: str, summary: str, math: str, options: tuple[Option, ...] = (),
+          variant: Case = Case("no mask, sum", {}, {"reduction": "sum"}),
+          last: Case = Case("mask, none", {"mask": 0}, {"reduction": "none"}), labels=LABELS,
+          references: tuple[str, ...] = (), example: str = "", notes: str = "") -> LossSpec:
+    """One ranking loss: ``(scores, labels, *, mask, <options>, sample_weight, reduction)``, with three cases:
+    padding and list weights; ``variant`` (no mask, the options set); ``last`` (padding, ``reduction="none"``)."""
     return LossSpec(
         name=name, summary=summary, math=math, args=(SCORES, labels, MASK, SAMPLE_WEIGHT),
         options=(*options, REDUCTION), positional=("scores", "labels"),
         keywords=("mask", *[o.name for o in options], "sample_weight", "reduction"),
         returns=RETURNS,
-        cases=(Case("plain"), Case("mask, weights", {"mask": 0, "sample_weight": 0}), *cases,
-               Case("mask, none", {"mask": 0}, {"reduction": "none"})),
+        cases=(Case("mask, weights", {"mask": 0, "sample_weight": 0}), variant, last),
         example=example or f"loss = recloss.{name}(scores, labels, mask=mask)", references=references, notes=notes)
 
 
@@ -49,7 +51,7 @@ LISTWISE_SOFTMAX = _spec(
     "Listwise softmax cross-entropy (ListNet with graded labels): each list's labels against the softmax of "
     "its scores.",
     "l = -sum_{i in V} y_i log softmax_V(s / T)_i = sum_{i in V} y_i (logsumexp_V(s / T) - s_i / T)",
-    options=(temperature(1.0),), cases=(Case("T=0.5, sum", {"mask": 0}, {"temperature": 0.5, "reduction": "sum"}),),
+    options=(temperature(1.0),), variant=Case("T=0.5, sum", {}, {"temperature": 0.5, "reduction": "sum"}),
     references=("Cao et al., Learning to rank: from pairwise approach to listwise approach (ListNet), ICML 2007",
                 "rax.softmax_loss"))
 
@@ -60,7 +62,7 @@ POLY1_SOFTMAX = _spec(
     "l = 0 when sum_V y = 0",
     options=(Option("epsilon", 1.0, "finite", doc="Weight of the first polynomial term, a finite number."),
              temperature(1.0)),
-    cases=(Case("epsilon -0.5, T=2", {"mask": 0}, {"epsilon": -0.5, "temperature": 2.0}),),
+    variant=Case("epsilon -0.5, T=2", {}, {"epsilon": -0.5, "temperature": 2.0}),
     references=("Leng et al., PolyLoss, ICLR 2022", "rax.poly1_softmax_loss"))
 
 LISTMLE = _spec(
@@ -75,20 +77,21 @@ APPROX_NDCG = _spec(
     "Minus the smooth NDCG of each list: ranks replaced by sums of sigmoids of score differences.",
     "r_i = 1 + sum_{j in V, j != i} sigmoid((s_j - s_i) / T);  l = -sum_{i in V} G(y_i) D(r_i) / IDCG  "
     "(IDCG = sum over the ideal order of G(y) D(rank));  l = 0 when IDCG = 0",
-    options=(temperature(1.0),), cases=(Case("T=0.1", {"mask": 0}, {"temperature": 0.1}),),
+    options=(temperature(1.0),), variant=Case("T=0.1", {}, {"temperature": 0.1}),
     references=("Qin et al., A general approximation framework for direct optimization of information "
                 "retrieval measures, 2010", "rax.approx_t12n(rax.ndcg_metric)"))
 
 
-def _pairwise(name: str, summary: str, pair: str, options: tuple[Option, ...] = (), cases: tuple[Case, ...] = ()
+def _pairwise(name: str, summary: str, pair: str, options: tuple[Option, ...] = (), variant: dict | None = None
               ) -> LossSpec:
     return _spec(
         name, summary,
         f"P = pairs (i, j) of valid items with y_i > y_j;  l = (1 / |P|) sum_P w_ij {pair}  (0 when P is empty; "
         "w_ij = 1 unless lambdaweight)",
         options=(*options, LAMBDAWEIGHT),
-        cases=(Case("ndcg lambdaweight", {"mask": 0}, {"lambdaweight": "ndcg"}),
-               Case("ndcg2 lambdaweight, weights", {"sample_weight": 0}, {"lambdaweight": "ndcg2"}), *cases),
+        variant=Case(", ".join(f"{k} {v}" for k, v in (variant or {"lambdaweight": "ndcg"}).items()), {},
+                     variant or {"lambdaweight": "ndcg"}),
+        last=Case("lambdaweight ndcg2, mask, none", {"mask": 0}, {"lambdaweight": "ndcg2", "reduction": "none"}),
         references=("Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005",
                     "Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018",
                     f"rax.{name}"))
@@ -98,7 +101,7 @@ PAIRWISE_LOGISTIC = _pairwise("pairwise_logistic_loss", "Pairwise logistic (Rank
                               "items with different labels.", "softplus(-(s_i - s_j))")
 PAIRWISE_HINGE = _pairwise("pairwise_hinge_loss", "Pairwise hinge loss over the pairs of items with different "
                            "labels.", "max(0, margin - (s_i - s_j))", options=(MARGIN,),
-                           cases=(Case("margin 0.5", {"mask": 0}, {"margin": 0.5}),))
+                           variant={"lambdaweight": "ndcg", "margin": 0.5})
 PAIRWISE_SOFT_ZERO_ONE = _pairwise("pairwise_soft_zero_one_loss", "Pairwise soft zero-one loss: a sigmoid "
                                    "relaxation of the count of mis-ordered pairs.", "sigmoid(-(s_i - s_j))")
 
