@@ -73,6 +73,10 @@ class JaxOps:
     logical_and = staticmethod(jnp.logical_and)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
     minimum = staticmethod(min)
+    recompute = staticmethod(jax.checkpoint)
+    sigmoid = staticmethod(jax.nn.sigmoid)
+    log1p = staticmethod(jnp.log1p)
+    expm1 = staticmethod(jnp.expm1)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_vjp
 
     # The fused path (Pallas): recloss.backends.jax_fused, imported on first use.
@@ -122,6 +126,23 @@ class JaxOps:
         if x.shape[1] == 0:
             return jnp.full(x.shape[:1], -jnp.inf, x.dtype)
         return jnp.take_along_axis(x, jnp.argmax(x, axis=1)[:, None], axis=1)[:, 0]
+
+    @staticmethod
+    def top_k_with_indices(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+        """``lax.top_k``: equal values come out lower index first, the stable order."""
+        return jax.lax.top_k(x, k)
+
+    @staticmethod
+    def cumlogsumexp_reverse(x: jax.Array) -> jax.Array:
+        return jax.lax.cumlogsumexp(x, axis=x.ndim - 1, reverse=True)
+
+    @staticmethod
+    def gather(x: jax.Array, indices: jax.Array) -> jax.Array:
+        return jnp.take_along_axis(x, indices, axis=-1)
+
+    @staticmethod
+    def positions(x: jax.Array) -> jax.Array:
+        return jnp.arange(x.shape[-1], dtype=x.dtype)
 
     @staticmethod
     def ones_bool(like: jax.Array) -> jax.Array:

@@ -73,6 +73,10 @@ class TensorFlowOps:
     logical_and = staticmethod(tf.logical_and)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
+    recompute = staticmethod(tf.recompute_grad)
+    sigmoid = staticmethod(tf.sigmoid)
+    log1p = staticmethod(tf.math.log1p)
+    expm1 = staticmethod(tf.math.expm1)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_gradient
 
     @staticmethod
@@ -101,6 +105,38 @@ class TensorFlowOps:
     @staticmethod
     def top_k(x: tf.Tensor, k: Any) -> tf.Tensor:
         return tf.math.top_k(x, k).values
+
+    @staticmethod
+    def top_k_with_indices(x: tf.Tensor, k: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """``tf.math.top_k``: equal values come out lower index first (documented), the stable order."""
+        result = tf.math.top_k(x, k)
+        return result.values, result.indices
+
+    @staticmethod
+    def cumlogsumexp_reverse(x: tf.Tensor) -> tf.Tensor:
+        """``logsumexp(x[:, i:])`` for every i by log2(L) doubling steps, ``x_i <- logaddexp(x_i, x_{i+2^k})``
+        (``tf.math.cumulative_logsumexp`` is about 100 times slower under XLA on CPUs); with
+        ``m = stop_gradient(max)`` inside each step, so that equal entries share the gradient. The native op
+        where L is known only at run time."""
+        size = x.shape[-1]
+        if size is None:
+            return tf.math.cumulative_logsumexp(x, axis=-1, reverse=True)
+        shift = 1
+        while shift < size:
+            ahead = tf.concat([x[:, shift:], x[:, -shift:]], axis=-1)      # x_{i+shift}; a placeholder past L
+            top = tf.stop_gradient(tf.maximum(x, ahead))
+            merged = top + tf.math.log(tf.exp(x - top) + tf.exp(ahead - top))
+            x = tf.where(tf.range(size) < size - shift, merged, x)
+            shift *= 2
+        return x
+
+    @staticmethod
+    def gather(x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+        return tf.gather(x, indices, batch_dims=1)
+
+    @staticmethod
+    def positions(x: tf.Tensor) -> tf.Tensor:
+        return tf.range(tf.shape(x)[-1], dtype=x.dtype)
 
     @staticmethod
     def concat(xs: list[tf.Tensor], axis: int) -> tf.Tensor:

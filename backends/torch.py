@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from recloss import kernels
 from recloss.backends.torch_streaming import streaming_row_losses as _streaming_row_losses
@@ -46,6 +47,30 @@ def half_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.mm(a, b, out_dtype=torch.float32)
     return (a @ b).float()
 
+
+def _stable_top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values along the last axis, descending, and their indices, equal values lower index first.
+
+    ``torch.topk`` leaves the order of equal values unspecified (and does not keep it), so: every value above
+    the k-th largest ``t`` is in any top k (its first places); the remaining places go to the first items
+    equal to ``t`` (a second ``topk``, over their positions); then the k chosen indices are put in (value
+    descending, index ascending) order by two sorts of k entries. No sort of the row.
+    """
+    values, indices = torch.topk(x, k, dim=-1)
+    if k == 0:
+        return values, indices
+    threshold = values[..., -1:]
+    above = (values > threshold).sum(-1, keepdim=True)
+    size = x.shape[-1]
+    position = torch.arange(size, device=x.device).expand_as(x)
+    first_ties = torch.topk(torch.where(x == threshold, position, size), k, dim=-1, largest=False).values
+    first_ties = first_ties.clamp(max=size - 1)  # only a NaN threshold leaves fewer ties than places
+    slot = torch.arange(k, device=x.device)
+    indices = torch.where(slot < above, indices, first_ties.gather(-1, (slot - above).clamp(min=0)))
+    indices = indices.sort(dim=-1).values
+    order = torch.sort(x.gather(-1, indices), dim=-1, descending=True, stable=True).indices
+    indices = indices.gather(-1, order)
+    return x.gather(-1, indices), indices
 
 class TorchOps:
     """:class:`recloss.kernels.Ops` with torch operations."""
@@ -95,6 +120,9 @@ class TorchOps:
     not_equal = staticmethod(torch.ne)
     logical_and = staticmethod(torch.logical_and)
     stop_gradient = staticmethod(torch.Tensor.detach)
+    sigmoid = staticmethod(torch.sigmoid)
+    log1p = staticmethod(torch.log1p)
+    expm1 = staticmethod(torch.expm1)
 
     @staticmethod
     def sum(x: torch.Tensor, axis: int | None = None) -> torch.Tensor:
@@ -111,6 +139,28 @@ class TorchOps:
     @staticmethod
     def top_k(x: torch.Tensor, k: int) -> torch.Tensor:
         return torch.topk(x, k, dim=-1).values
+
+    top_k_with_indices = staticmethod(_stable_top_k)
+
+    @staticmethod
+    def recompute(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A non-reentrant checkpoint (works under torch.compile); a plain call under the torch.func transforms,
+        which do not support checkpoints, and where no gradient is recorded."""
+        if not torch.is_grad_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+            return fn
+        return lambda x: torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
+
+    @staticmethod
+    def cumlogsumexp_reverse(x: torch.Tensor) -> torch.Tensor:
+        return torch.logcumsumexp(x.flip(-1), dim=-1).flip(-1)
+
+    @staticmethod
+    def gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return torch.gather(x, -1, indices)
+
+    @staticmethod
+    def positions(x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
 
     @staticmethod
     def max_one(x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ or takes NumPy arrays with ``backend=``. ``import recloss`` imports none of the 
 from typing import Literal
 
 from recloss._typing import ArrayLike, Tensor, TensorLike
+from recloss import metrics as metrics
 from recloss._dispatch import available_backends as available_backends
 from recloss.errors import BackendError as BackendError
 from recloss.errors import BackendUnavailableError as BackendUnavailableError
@@ -365,6 +366,326 @@ def triplet_margin_loss(
     """
 
 
+def listwise_softmax_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    temperature: float | TensorLike = 1.0,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Listwise softmax cross-entropy (ListNet with graded labels): each list's labels against the softmax of its scores.
+
+    Math:
+        l = -sum_{i in V} y_i log softmax_V(s / T)_i = sum_{i in V} y_i (logsumexp_V(s / T) - s_i / T)
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Graded relevance >= 0 of each item (binary is the special case). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.listwise_softmax_loss(scores, labels, mask=mask)
+
+    References:
+        Cao et al., Learning to rank: from pairwise approach to listwise approach (ListNet), ICML 2007
+        rax.softmax_loss
+    """
+
+
+def poly1_softmax_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    epsilon: float = 1.0,
+    temperature: float | TensorLike = 1.0,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Poly-1 listwise softmax: the listwise softmax loss plus epsilon (1 - p_t), rax's definition.
+
+    Math:
+        l = listwise_softmax + epsilon (1 - p_t),  p_t = sum_{i in V} (y_i / sum_V y) softmax_V(s / T)_i;  l
+        = 0 when sum_V y = 0
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Graded relevance >= 0 of each item (binary is the special case). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        epsilon: default ``1.0``. Weight of the first polynomial term, a finite number.
+        temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.poly1_softmax_loss(scores, labels, mask=mask)
+
+    References:
+        Leng et al., PolyLoss, ICLR 2022
+        rax.poly1_softmax_loss
+    """
+
+
+def listmle_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """ListMLE: the Plackett-Luce negative log-likelihood of the list's order by label (ties by position).
+
+    Math:
+        pi = V sorted by label, descending, ties by position;  l = sum_{k=1..|V|} (logsumexp_{m >= k}
+        s_pi(m) - s_pi(k)),  each term computed as softplus(logsumexp_{m > k} s_pi(m) - s_pi(k))
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Graded relevance >= 0 of each item (binary is the special case). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.listmle_loss(scores, labels, mask=mask)
+
+    References:
+        Xia et al., Listwise approach to learning to rank (ListMLE), ICML 2008
+        rax.listmle_loss
+    """
+
+
+def approx_ndcg_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    temperature: float | TensorLike = 1.0,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Minus the smooth NDCG of each list: ranks replaced by sums of sigmoids of score differences.
+
+    Math:
+        r_i = 1 + sum_{j in V, j != i} sigmoid((s_j - s_i) / T);  l = -sum_{i in V} G(y_i) D(r_i) / IDCG
+        (IDCG = sum over the ideal order of G(y) D(rank));  l = 0 when IDCG = 0
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Graded relevance >= 0 of each item (binary is the special case). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.approx_ndcg_loss(scores, labels, mask=mask)
+
+    References:
+        Qin et al., A general approximation framework for direct optimization of information retrieval measures, 2010
+        rax.approx_t12n(rax.ndcg_metric)
+    """
+
+
+def pairwise_logistic_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Pairwise logistic (RankNet) loss over the pairs of items with different labels.
+
+    Math:
+        P = pairs (i, j) of valid items with y_i > y_j;  l = (1 / |P|) sum_P w_ij softplus(-(s_i - s_j))  (0
+        when P is empty; w_ij = 1 unless lambdaweight)
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Graded relevance >= 0 of each item (binary is the special case). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        lambdaweight: default ``None``. Pair weights ``w_ij``: None (1); ``"ndcg"``: ``|G(y_i) - G(y_j)| |D(r_i) - D(r_j)| / IDCG``, the change in NDCG when i and j swap (LambdaRank, Burges 2006); ``"ndcg2"``: ``|G(y_i) - G(y_j)| |D(|r_i - r_j|) - D(|r_i - r_j| + 1)| / IDCG`` (NDCG-Loss2 of LambdaLoss, Wang et al. 2018). r = rank by score among the valid items (ties by position), IDCG = the list's ideal DCG; the weights are constants (no gradient).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.pairwise_logistic_loss(scores, labels, mask=mask)
+
+    References:
+        Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
+        Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
+        rax.pairwise_logistic_loss
+    """
+
+
+def pairwise_hinge_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    margin: float = 1.0,
+    lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Pairwise hinge loss over the pairs of items with different labels.
+
+    Math:
+        P = pairs (i, j) of valid items with y_i > y_j;  l = (1 / |P|) sum_P w_ij max(0, margin - (s_i -
+        s_j))  (0 when P is empty; w_ij = 1 unless lambdaweight)
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Graded relevance >= 0 of each item (binary is the special case). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        margin: default ``1.0``. Margin of the hinge, a finite number.
+        lambdaweight: default ``None``. Pair weights ``w_ij``: None (1); ``"ndcg"``: ``|G(y_i) - G(y_j)| |D(r_i) - D(r_j)| / IDCG``, the change in NDCG when i and j swap (LambdaRank, Burges 2006); ``"ndcg2"``: ``|G(y_i) - G(y_j)| |D(|r_i - r_j|) - D(|r_i - r_j| + 1)| / IDCG`` (NDCG-Loss2 of LambdaLoss, Wang et al. 2018). r = rank by score among the valid items (ties by position), IDCG = the list's ideal DCG; the weights are constants (no gradient).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.pairwise_hinge_loss(scores, labels, mask=mask)
+
+    References:
+        Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
+        Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
+        rax.pairwise_hinge_loss
+    """
+
+
+def pairwise_soft_zero_one_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Pairwise soft zero-one loss: a sigmoid relaxation of the count of mis-ordered pairs.
+
+    Math:
+        P = pairs (i, j) of valid items with y_i > y_j;  l = (1 / |P|) sum_P w_ij sigmoid(-(s_i - s_j))  (0
+        when P is empty; w_ij = 1 unless lambdaweight)
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Graded relevance >= 0 of each item (binary is the special case). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        lambdaweight: default ``None``. Pair weights ``w_ij``: None (1); ``"ndcg"``: ``|G(y_i) - G(y_j)| |D(r_i) - D(r_j)| / IDCG``, the change in NDCG when i and j swap (LambdaRank, Burges 2006); ``"ndcg2"``: ``|G(y_i) - G(y_j)| |D(|r_i - r_j|) - D(|r_i - r_j| + 1)| / IDCG`` (NDCG-Loss2 of LambdaLoss, Wang et al. 2018). r = rank by score among the valid items (ties by position), IDCG = the list's ideal DCG; the weights are constants (no gradient).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.pairwise_soft_zero_one_loss(scores, labels, mask=mask)
+
+    References:
+        Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
+        Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
+        rax.pairwise_soft_zero_one_loss
+    """
+
+
+def pointwise_sigmoid_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mask: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Pointwise sigmoid cross-entropy of each item's score against its label in [0, 1], averaged over the list.
+
+    Math:
+        l = (1 / |V|) sum_{i in V} [y_i softplus(-s_i) + (1 - y_i) softplus(s_i)]  (0 when V is empty)
+
+    Args:
+        scores: ``[B, L]`` float. Score of each item of each list.
+        labels: ``[B, L]`` float. Target probability in [0, 1] of each item. A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real item, False = padding: it contributes nothing to the value or any gradient, whatever `scores` and `labels` hold there. Default: every item is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+
+    Example:
+        >>> loss = recloss.pointwise_sigmoid_loss(scores, labels, mask=mask)
+
+    References:
+        rax.pointwise_sigmoid_loss
+    """
+
+
 __all__ = [
     'sigmoid_cross_entropy_loss',
     'unsupervised_softmax_cross_entropy_loss',
@@ -374,6 +695,15 @@ __all__ = [
     'bpr_loss',
     'hinge_loss',
     'triplet_margin_loss',
+    'listwise_softmax_loss',
+    'poly1_softmax_loss',
+    'listmle_loss',
+    'approx_ndcg_loss',
+    'pairwise_logistic_loss',
+    'pairwise_hinge_loss',
+    'pairwise_soft_zero_one_loss',
+    'pointwise_sigmoid_loss',
+    'metrics',
     'available_backends',
     'validate',
     'validate_distributed',

@@ -73,8 +73,13 @@ class Arg:
     """A tensor argument.
 
     ``sample`` says how ``recloss validate`` draws it: ``"normal"``, ``"ids"`` (small integers, so that
-    duplicates occur), ``"mask"``, ``"weight"`` (non-negative, some zero) or ``"log_prob"``.
-    ``nonnegative`` asks the validator to check the values where they are concrete (eager calls).
+    duplicates occur), ``"mask"``, ``"weight"`` (non-negative, some zero), ``"log_prob"``, ``"graded"``
+    (relevance grades 0 to 3 with ties, one list with nothing relevant), ``"probability"`` (in [0, 1]) or
+    ``"scores"`` (distinct within each list in every precision, so that ranks are well defined).
+    ``nonnegative`` asks the validator to check the values where they are concrete (eager calls), and
+    ``at_most`` to also check an upper bound; with ``masked_by`` (the name of a boolean argument) entries
+    where that mask is False are not checked. ``constant`` marks an input the loss treats as a constant (no
+    gradient flows to it, e.g. ranking labels): the parity engine does not differentiate with respect to it.
     """
 
     name: str
@@ -84,6 +89,9 @@ class Arg:
     doc: str = ""
     sample: str = "normal"
     nonnegative: bool = False
+    at_most: float | None = None
+    masked_by: str | None = None
+    constant: bool = False
 
     @property
     def shape_text(self) -> str:
@@ -91,20 +99,22 @@ class Arg:
 
 
 def tensor(name: str, *shapes: str, kind: str = FLOAT, required: bool = True, doc: str = "",
-           sample: str | None = None, nonnegative: bool = False) -> Arg:
+           sample: str | None = None, nonnegative: bool = False, at_most: float | None = None,
+           masked_by: str | None = None, constant: bool = False) -> Arg:
     """Declare a tensor argument with one or more accepted shapes, e.g. ``tensor("neg", "[N, D]", "[B, K, D]")``."""
     default_sample = {FLOAT: "normal", INT: "ids", BOOL: "mask"}[kind]
     return Arg(name=name, shapes=tuple(parse_shape(s) for s in shapes), kind=kind, required=required,
-               doc=doc, sample=sample or default_sample, nonnegative=nonnegative)
+               doc=doc, sample=sample or default_sample, nonnegative=nonnegative, at_most=at_most,
+               masked_by=masked_by, constant=constant)
 
 
 @dataclass(frozen=True)
 class Option:
     """A non-tensor option.
 
-    ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"choice"`` (one of ``choices``),
-    ``"bool"``, ``"optional_bool"`` (True, False or None), ``"optional_count"`` (None or an int >= 1),
-    ``"gather"`` (None, a bool, a mesh axis name or names, or a ``torch.distributed.ProcessGroup``).
+    ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"choice"`` (one of ``choices``, which
+    may include None), ``"bool"``, ``"optional_bool"`` (True, False or None), ``"optional_count"`` (None or an
+    int >= 1), ``"gather"`` (None, a bool, a mesh axis name or names, or a ``torch.distributed.ProcessGroup``).
     ``tensor_ok`` lets a 0-d floating tensor stand for a number (a learnable temperature).
     """
 
@@ -162,7 +172,8 @@ class Bound:
 
 @dataclass(frozen=True)
 class LossSpec:
-    """The single declaration of one loss."""
+    """The single declaration of one loss (or of one metric: ``value_only=True``, no gradient is defined and
+    the parity engine compares values only)."""
 
     name: str
     summary: str
@@ -181,6 +192,7 @@ class LossSpec:
     #: largest sum of |products| behind one, which rounding the products to half precision scales with
     #: (half-precision tolerances are derived from them; see ``recloss.losses.softmax.product_scales``).
     product_scales: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[float, float]] | None = None
+    value_only: bool = False
 
     @property
     def keyword_order(self) -> tuple[str, ...]:

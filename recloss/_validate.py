@@ -76,7 +76,7 @@ def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any]
         if not math.isfinite(value) or (rule == "positive" and value <= 0):
             raise OptionError(f"{name} must be {expected}; got {value!r}")
     elif rule == "choice":
-        if not isinstance(value, str) or value not in option.choices:
+        if not (isinstance(value, str) or value is None) or value not in option.choices:
             allowed = ", ".join(repr(c) for c in option.choices)
             raise OptionError(f"{name} must be one of {allowed}; got {value!r}")
     elif rule == "bool":
@@ -165,7 +165,7 @@ def validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, A
     if bound is not None:
         for arg in spec.args:
             if arg.nonnegative and tensors.get(arg.name) is not None:
-                _check_nonnegative(spec, arg.name, tensors[arg.name], concrete)
+                _check_values(spec, arg, tensors, concrete)
         return bound
     bound = _validate(spec, tensors, options, concrete)
     if key is not None:
@@ -200,13 +200,25 @@ def _signature(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str,
     return key
 
 
-def _check_nonnegative(spec: LossSpec, name: str, x: Any, concrete: Callable[[Any], Any]) -> None:
-    values = concrete(x)
-    if values is not None and values.size:
-        values = np.asarray(values, dtype=np.float64)
-        if not np.all(np.isfinite(values)) or values.min() < 0:
-            bad = float(values[~(np.isfinite(values) & (values >= 0))][0])
-            raise OptionError(f"{spec.name}: `{name}` must hold finite values >= 0; got {bad!r}")
+def _check_values(spec: LossSpec, arg: Any, tensors: Mapping[str, Any], concrete: Callable[[Any], Any]) -> None:
+    """A ``nonnegative`` argument holds finite values >= 0 (and <= ``at_most``), where its mask is True."""
+    values = concrete(tensors[arg.name])
+    if values is None or not values.size:
+        return
+    values = np.asarray(values, dtype=np.float64)
+    mask = tensors.get(arg.masked_by) if arg.masked_by else None
+    if mask is not None:
+        mask = concrete(mask)
+        if mask is None or np.shape(mask) != values.shape:
+            return  # not concrete, or a shape error the shape checks report
+        values = values[np.asarray(mask, dtype=bool)]
+    good = np.isfinite(values) & (values >= 0)
+    if arg.at_most is not None:
+        good &= values <= arg.at_most
+    if not np.all(good):
+        expected = "finite values >= 0" if arg.at_most is None else f"finite values in [0, {arg.at_most:g}]"
+        where = f" where `{arg.masked_by}` is True" if arg.masked_by else ""
+        raise OptionError(f"{spec.name}: `{arg.name}` must hold {expected}{where}; got {float(values[~good][0])!r}")
 
 
 def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, Any],
@@ -247,8 +259,9 @@ def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, 
                 break
         else:
             raise ShapeError(_shape_message(spec, arg.name, arg.shapes, dims, shape))
-        if arg.nonnegative:
-            _check_nonnegative(spec, arg.name, x, concrete)
+    for arg in spec.args:
+        if arg.nonnegative and tensors.get(arg.name) is not None and arg.name in forms:
+            _check_values(spec, arg, tensors, concrete)
 
     dtype = "float64" if "float64" in float_dtypes else "float32"
     deferred = tuple((dim, tuple((name, axis) for name, axis, _ in places)) for dim, places in seen.items()

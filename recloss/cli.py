@@ -18,15 +18,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser(
-        "validate", help="compare every loss on every installed backend and device with the float64 reference",
-        description="Compare every loss on every installed framework backend and device with the float64 NumPy "
-                    "reference, in value and gradient. Exit status: 0 all passed, 1 a failure or nothing "
+        "validate", help="compare every loss (and metric) on every installed backend and device with the float64 "
+                         "reference",
+        description="Compare every loss and metric on every installed framework backend and device with the "
+                    "float64 NumPy reference, in value and gradient. Exit status: 0 all passed, 1 a failure or nothing "
                     "compared, 2 bad arguments.")
     check.add_argument("--backend", action="append",
                        help="tensorflow, torch or jax (repeatable; default: every installed one); numpy runs the "
                             "reference against itself")
     check.add_argument("--device", action="append", help="cpu or gpu (repeatable; default: every device seen)")
-    check.add_argument("--loss", action="append", help="loss to run (repeatable; default: the whole catalogue)")
+    check.add_argument("--loss", action="append", help="loss or metric to run (repeatable; default: the whole "
+                                                        "catalogue and the metrics)")
     check.add_argument("--dtype", action="append", help="float64, float32, bfloat16 or float16 "
                                                        "(repeatable; default: float32 and float64)")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -105,4 +107,5 @@ def _info() -> int:
         version = getattr(framework, "__version__", "?")
         print(f"  {name:<10} {version:<14} devices: {', '.join(module.devices())}")
     print(f"losses: {', '.join(recloss.CATALOGUE)}")
+    print(f"metrics (recloss.metrics): {', '.join(recloss.metrics.__all__)}")
     return 0

@@ -117,12 +117,124 @@ class HingeLoss(ReclossLoss):
     ) -> None: ...
 
 
+class ListwiseSoftmaxLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.listwise_softmax_loss`: Listwise softmax cross-entropy (ListNet with graded labels): each list's labels against the softmax of its scores.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class Poly1SoftmaxLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.poly1_softmax_loss`: Poly-1 listwise softmax: the listwise softmax loss plus epsilon (1 - p_t), rax's definition.
+    """
+    def __init__(
+        self,
+        *,
+        epsilon: float = 1.0,
+        temperature: float = 1.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class ListmleLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.listmle_loss`: ListMLE: the Plackett-Luce negative log-likelihood of the list's order by label (ties by position).
+    """
+    def __init__(
+        self,
+        *,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class ApproxNDCGLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.approx_ndcg_loss`: Minus the smooth NDCG of each list: ranks replaced by sums of sigmoids of score differences.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class PairwiseLogisticLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.pairwise_logistic_loss`: Pairwise logistic (RankNet) loss over the pairs of items with different labels.
+    """
+    def __init__(
+        self,
+        *,
+        lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class PairwiseHingeLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.pairwise_hinge_loss`: Pairwise hinge loss over the pairs of items with different labels.
+    """
+    def __init__(
+        self,
+        *,
+        margin: float = 1.0,
+        lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class PairwiseSoftZeroOneLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.pairwise_soft_zero_one_loss`: Pairwise soft zero-one loss: a sigmoid relaxation of the count of mis-ordered pairs.
+    """
+    def __init__(
+        self,
+        *,
+        lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class PointwiseSigmoidLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.pointwise_sigmoid_loss`: Pointwise sigmoid cross-entropy of each item's score against its label in [0, 1], averaged over the list.
+    """
+    def __init__(
+        self,
+        *,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
 __all__ = [
     'Retrieval',
     'ReclossLoss',
     'loss_class',
+    'ApproxNDCGLoss',
     'BPRLoss',
     'HingeLoss',
+    'ListmleLoss',
+    'ListwiseSoftmaxLoss',
+    'PairwiseHingeLoss',
+    'PairwiseLogisticLoss',
+    'PairwiseSoftZeroOneLoss',
+    'PointwiseSigmoidLoss',
+    'Poly1SoftmaxLoss',
     'SigmoidCrossEntropyLoss',
     'SoftmaxLoss',
 ]

@@ -7,6 +7,8 @@ reference in float64: per element for inputs of up to :data:`FULL_DIFFERENCES_UP
 spec case), else along :data:`DIRECTIONS` random directions and along the backend's own gradient (jointly and
 per input), two reference evaluations each, so a user's large inputs cost seconds, not hours. The error reported is the norm-wise relative error
 ``max|x - ref| / max|ref|``; along directions, ``|<g, v> - <g_ref, v>| / (||g|| ||v||)``, the worst over them.
+Inputs a spec declares ``constant`` (ranking labels) are not differentiated, and ``value_only`` specs (the
+metrics) are compared by value only.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import numpy as np
 
 from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, canonical_name, load_backend
 from recloss._spec import FLOAT, Case, LossSpec
-from recloss.losses import CATALOGUE
+from recloss.losses import METRICS, SPECS
 from recloss.reference import REFERENCES
 
 #: Sizes of the named dimensions in generated inputs (small, so that finite differences stay cheap).
-DIMS = {"B": 6, "K": 5, "N": 7, "D": 8, "M": 9}
+DIMS = {"B": 6, "K": 5, "N": 7, "D": 8, "M": 9, "L": 6}
 
 #: Largest norm-wise relative error allowed, (value, gradient), by input dtype. float16/bfloat16 inputs are
 #: computed in float32; their gradients come back in the input dtype, hence the looser gradient bounds.
@@ -116,6 +118,20 @@ def _sample(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.n
         return weights
     if kind == "log_prob":
         return np.log(rng.uniform(0.05, 1.0, size=shape))
+    if kind == "scores" and len(shape) == 2:
+        # Distinct values within each list, exact in every float precision (multiples of 3/32 up to 3.75):
+        # no tie survives rounding to bfloat16, so ranks do not flip under a finite-difference step, and no
+        # score difference is a whole number (no hinge kink at margin 0.5, 1 or 2).
+        grid = np.arange(-40, 41) * (3.0 / 32.0)
+        return np.stack([rng.choice(grid, size=shape[1], replace=shape[1] > grid.size) for _ in range(shape[0])]
+                        ).reshape(shape)
+    if kind in ("graded", "probability"):  # relevance labels: ties and zeros, a list with nothing relevant
+        labels = rng.integers(0, 4, size=shape).astype(np.float64)
+        if kind == "probability":
+            labels = np.array([0.0, 0.25, 1.0, 1.0])[labels.astype(int)]
+        if len(shape) == 2 and shape[0] > 1:
+            labels[1] = 0.0
+        return labels
     return rng.normal(0.0, 0.7, size=shape)
 
 
@@ -268,10 +284,10 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
         ValueError: an unknown loss, backend, device kind or dtype, or ``inputs``/``options`` that do not fit
             the loss, before any work is done.
     """
-    names = list(CATALOGUE) if losses is None else [losses] if isinstance(losses, str) else list(losses)
+    names = list(SPECS) if losses is None else [losses] if isinstance(losses, str) else list(losses)
     for name in names:
-        if name not in CATALOGUE:
-            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(CATALOGUE)}")
+        if name not in SPECS:
+            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(SPECS)}")
     dtypes = _choices("dtype", dtypes, tuple(TOLERANCES))
     device_kinds = None if devices is None else _choices(
         "device", ["gpu" if d == "cuda" else d for d in ([devices] if isinstance(devices, str) else devices)],
@@ -279,7 +295,7 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
     if inputs is not None:
         if len(names) != 1:
             raise ValueError("inputs= needs exactly one loss name")
-        _check_user_inputs(CATALOGUE[names[0]], inputs, options)
+        _check_user_inputs(SPECS[names[0]], inputs, options)
     elif options is not None:
         raise ValueError("options= applies to inputs= (the spec cases bring their own options)")
     if backends is None:
@@ -308,7 +324,7 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
             seen = "; ".join(f"{b}: {', '.join(k)}" for b, k in seen_kinds.items()) or "none"
             skipped.append(f"device {kind!r}: no backend here sees one (devices seen: {seen})")
     for name in names:
-        spec = CATALOGUE[name]
+        spec = SPECS[name]
         cases = _cases(spec, inputs, options, seed)
         for dtype in dtypes:
             prepared = [_prepare(spec, case, case_inputs, dtype, seed) for case, case_inputs in cases]
@@ -380,7 +396,7 @@ class _Prepared:
 def _prepare(spec: LossSpec, case: Case, inputs: Mapping[str, Any], dtype: str, seed: int = 0) -> _Prepared:
     options = {o.name: o.default for o in spec.options} | dict(case.options)
     cast = cast_inputs(inputs, spec, dtype)
-    wrt = [a.name for a in spec.args if a.kind == FLOAT and cast.get(a.name) is not None]
+    wrt = differentiable(spec, cast)
     value = reference_value(spec, cast, options)
     if sum(np.size(cast[name]) for name in wrt) <= FULL_DIFFERENCES_UP_TO:
         return _Prepared(case, options, cast, wrt, value, reference_gradients(spec, cast, options, wrt))
@@ -389,12 +405,26 @@ def _prepare(spec: LossSpec, case: Case, inputs: Mapping[str, Any], dtype: str, 
                      reference_directional(spec, cast, options, directions))
 
 
+def differentiable(spec: LossSpec, inputs: Mapping[str, Any]) -> list[str]:
+    """The inputs a gradient is taken with respect to: floating, present, not ``constant``; none for a
+    ``value_only`` spec."""
+    if spec.value_only:
+        return []
+    return [a.name for a in spec.args if a.kind == FLOAT and not a.constant and inputs.get(a.name) is not None]
+
+
+def public_function(name: str) -> Callable[..., Any]:
+    """The public function of a loss (``recloss.<name>``) or of a metric (``recloss.metrics.<name>``)."""
+    import recloss.metrics  # the public functions, built from the catalogue
+
+    return getattr(recloss.metrics if name in METRICS else recloss, name)
+
+
 def _run_row(spec: LossSpec, backend: str, module: Any, device: str, dtype: str,
              prepared: list[_Prepared]) -> Row:
-    import recloss  # the public functions, built from the catalogue
-
-    function = getattr(recloss, spec.name)
-    row = Row(spec.name, backend, device, dtype, grad_error=None if backend == "numpy" else 0.0)
+    function = public_function(spec.name)
+    row = Row(spec.name, backend, device, dtype,
+              grad_error=None if backend == "numpy" or spec.value_only else 0.0)
     value_tol, grad_tol = TOLERANCES[dtype]
     row.value_tolerance, row.grad_tolerance = value_tol, grad_tol
     start = time.perf_counter()
@@ -469,4 +499,4 @@ def _largest(x: Any) -> float:
 
 
 __all__ = ["validate", "Report", "Row", "TOLERANCES", "DIMS", "make_inputs", "reference_gradients",
-           "reference_directional", "relative_error"]
+           "reference_directional", "relative_error", "differentiable", "public_function"]

@@ -248,11 +248,230 @@ class TripletMarginLoss(LossModule):
     ) -> torch.Tensor: ...
 
 
+class ListwiseSoftmaxLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.listwise_softmax_loss`: Listwise softmax cross-entropy (ListNet with graded labels): each list's labels against the softmax of its scores.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float | TensorLike = 1.0,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class Poly1SoftmaxLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.poly1_softmax_loss`: Poly-1 listwise softmax: the listwise softmax loss plus epsilon (1 - p_t), rax's definition.
+    """
+    def __init__(
+        self,
+        *,
+        epsilon: float = 1.0,
+        temperature: float | TensorLike = 1.0,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class ListmleLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.listmle_loss`: ListMLE: the Plackett-Luce negative log-likelihood of the list's order by label (ties by position).
+    """
+    def __init__(self, *, reduction: Literal['mean', 'sum', 'none'] = 'mean') -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class ApproxNDCGLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.approx_ndcg_loss`: Minus the smooth NDCG of each list: ranks replaced by sums of sigmoids of score differences.
+    """
+    def __init__(
+        self,
+        *,
+        temperature: float | TensorLike = 1.0,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class PairwiseLogisticLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.pairwise_logistic_loss`: Pairwise logistic (RankNet) loss over the pairs of items with different labels.
+    """
+    def __init__(
+        self,
+        *,
+        lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    ) -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class PairwiseHingeLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.pairwise_hinge_loss`: Pairwise hinge loss over the pairs of items with different labels.
+    """
+    def __init__(
+        self,
+        *,
+        margin: float = 1.0,
+        lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    ) -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class PairwiseSoftZeroOneLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.pairwise_soft_zero_one_loss`: Pairwise soft zero-one loss: a sigmoid relaxation of the count of mis-ordered pairs.
+    """
+    def __init__(
+        self,
+        *,
+        lambdaweight: Literal[None, 'ndcg', 'ndcg2'] = None,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    ) -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class PointwiseSigmoidLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.pointwise_sigmoid_loss`: Pointwise sigmoid cross-entropy of each item's score against its label in [0, 1], averaged over the list.
+    """
+    def __init__(self, *, reduction: Literal['mean', 'sum', 'none'] = 'mean') -> None: ...
+    def forward(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
 __all__ = [
     'LossModule',
+    'ApproxNDCGLoss',
     'BPRLoss',
     'HingeLoss',
     'InfoNCELoss',
+    'ListmleLoss',
+    'ListwiseSoftmaxLoss',
+    'PairwiseHingeLoss',
+    'PairwiseLogisticLoss',
+    'PairwiseSoftZeroOneLoss',
+    'PointwiseSigmoidLoss',
+    'Poly1SoftmaxLoss',
     'SampledSoftmaxLoss',
     'SigmoidCrossEntropyLoss',
     'SoftmaxLoss',

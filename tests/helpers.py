@@ -47,8 +47,21 @@ def case_options(spec: Any, case: Any) -> dict[str, Any]:
 
 
 def float_args(spec: Any, inputs: dict[str, Any]) -> list[str]:
-    """The floating tensor arguments present in ``inputs`` (those a gradient is taken with respect to)."""
-    return [a.name for a in spec.args if a.kind == "float" and inputs.get(a.name) is not None]
+    """The floating tensor arguments present in ``inputs`` that the loss differentiates (not ``constant``
+    ones such as ranking labels); for a ``value_only`` spec (a metric), the ones it would."""
+    return [a.name for a in spec.args if a.kind == "float" and not a.constant and inputs.get(a.name) is not None]
+
+
+def grad_args(spec: Any, inputs: dict[str, Any]) -> list[str]:
+    """The arguments a gradient is taken with respect to: ``float_args``, none for a metric."""
+    return [] if spec.value_only else float_args(spec, inputs)
+
+
+def function_of(name: str) -> Any:
+    """The public function of a loss (``recloss.<name>``) or a metric (``recloss.metrics.<name>``)."""
+    from recloss.parity import public_function
+
+    return public_function(name)
 
 
 def cast_floats(spec: Any, inputs: dict[str, Any], dtype: str) -> dict[str, Any]:

@@ -21,12 +21,13 @@ import numpy as np
 import pytest
 
 import recloss
-from recloss import (CATALOGUE, BackendError, BackendUnavailableError, DTypeError, OptionError, ReclossError,
+from recloss import (BackendError, BackendUnavailableError, DTypeError, OptionError, ReclossError,
                      ShapeError)
 from recloss._spec import BOOL, FLOAT, INT, Case, LossSpec
+from recloss.losses import SPECS
 from recloss.parity import DIMS
 
-from helpers import case_options, spec_inputs, to_backend, to_numpy
+from helpers import case_options, function_of, spec_inputs, to_backend, to_numpy
 
 FRAMEWORKS = ("tensorflow", "torch", "jax")
 
@@ -37,13 +38,13 @@ def _full_case(spec: LossSpec) -> Case:
     weighted = Case(case.name, {**case.forms, "sample_weight": 0}, case.options)
     inputs = spec_inputs(spec, weighted, np.random.default_rng(0), DIMS)
     try:
-        getattr(recloss, spec.name)(**inputs, **case_options(spec, weighted), backend="numpy")
+        function_of(spec.name)(**inputs, **case_options(spec, weighted), backend="numpy")
     except ReclossError:
         return case
     return weighted
 
 
-FULL = {name: _full_case(spec) for name, spec in CATALOGUE.items()}
+FULL = {name: _full_case(spec) for name, spec in SPECS.items()}
 
 
 @dataclass
@@ -112,22 +113,36 @@ def _bad_inputs(spec: LossSpec) -> list[Bad]:
         elif arg.kind == BOOL:
             bad.append(Bad(f"{arg.name}-float32", _transform(arg.name, lambda v: v.astype("float32")),
                            DTypeError, [f"`{arg.name}` must be a boolean tensor", "got float32"]))
-    if "sample_weight" in inputs and inputs["sample_weight"] is not None:
-        for label, value in (("negative", -0.5), ("nan", math.nan), ("inf", math.inf)):
+    for arg in present:  # value checks: sample_weight >= 0, ranking labels >= 0 (and <= 1), finite
+        if not arg.nonnegative:
+            continue
+        problems = [("negative", -0.5), ("nan", math.nan), ("inf", math.inf)]
+        if arg.at_most is not None:
+            problems.append(("above", arg.at_most + 0.5))
+        expected = "finite values >= 0" if arg.at_most is None else f"finite values in [0, {arg.at_most:g}]"
+        for label, value in problems:
             def poke(v: np.ndarray, value: float = value) -> np.ndarray:
                 v = v.copy()
-                v[-1] = value
+                v[-1] = value  # the last row (a list with valid items where a mask applies)
                 return v
-            bad.append(Bad(f"sample_weight-{label}", _transform("sample_weight", poke), OptionError,
-                           ["`sample_weight` must hold finite values >= 0", f"got {value!r}"]))
+            bad.append(Bad(f"{arg.name}-{label}", _transform(arg.name, poke), OptionError,
+                           [f"`{arg.name}` must hold {expected}", f"got {value!r}"]))
     # Options.
     names = {o.name for o in spec.options}
     for option in spec.options:
         if option.rule == "choice":  # reduction, distance, ...: an unknown string and a non-string
             allowed = ", ".join(repr(c) for c in option.choices)
-            for value in ("avg", None):
+            for value in ("avg", 3 if None in option.choices else None):
                 bad.append(Bad(f"{option.name}-{value}", _set(option.name, value), OptionError,
                                [f"`{option.name}` must be one of {allowed}", f"got {value!r}"]))
+        elif option.rule == "finite":  # margin, epsilon
+            for value in (math.nan, math.inf, -math.inf, "1"):
+                bad.append(Bad(f"{option.name}-{value}", _set(option.name, value), OptionError,
+                               [f"`{option.name}` must be a finite number", f"got {value!r}"]))
+        elif option.rule == "optional_count":  # num_hard_negatives, k
+            for value in (0, -2, 1.5, True, "3"):
+                bad.append(Bad(f"{option.name}-{value}", _set(option.name, value), OptionError,
+                               [f"`{option.name}` must be None or an integer >= 1", f"got {value!r}"]))
     if "temperature" in names:
         for value in (0.0, -1.0, math.nan, math.inf, -math.inf):
             bad.append(Bad(f"temperature-{value}", _set("temperature", value), OptionError,
@@ -139,14 +154,6 @@ def _bad_inputs(spec: LossSpec) -> list[Bad]:
         bad.append(Bad("temperature-tensor-1d", _set("temperature", np.ones(1, np.float32)), OptionError,
                        ["`temperature` must be a finite number > 0 or a 0-d floating tensor",
                         "got a float32 tensor of shape (1,)"]))
-    if "margin" in names:
-        for value in (math.nan, math.inf, -math.inf):
-            bad.append(Bad(f"margin-{value}", _set("margin", value), OptionError,
-                           ["`margin` must be a finite number", f"got {value!r}"]))
-    if "num_hard_negatives" in names:
-        for value in (0, -2, 1.5, True):
-            bad.append(Bad(f"num_hard_negatives-{value}", _set("num_hard_negatives", value), OptionError,
-                           ["`num_hard_negatives` must be None or an integer >= 1", f"got {value!r}"]))
     for name in ("symmetric", "normalize"):
         if name in names:
             bad.append(Bad(f"{name}-str", _set(name, "yes"), OptionError, [f"`{name}` must be True or False"]))
@@ -154,7 +161,7 @@ def _bad_inputs(spec: LossSpec) -> list[Bad]:
 
 
 MATRIX = [pytest.param(spec.name, bad, id=f"{spec.name}-{bad.id}")
-          for spec in CATALOGUE.values() for bad in _bad_inputs(spec)]
+          for spec in SPECS.values() for bad in _bad_inputs(spec)]
 
 
 def _convert(backend: str, value: Any) -> Any:
@@ -173,13 +180,13 @@ def _raised(spec: LossSpec, backend: str, bad: Bad) -> Exception:
         inputs = {k: _convert(backend, v) for k, v in inputs.items()}
         options = {k: _convert(backend, v) for k, v in options.items()}
     with pytest.raises(Exception) as info:
-        getattr(recloss, spec.name)(**inputs, **options, backend=backend)
+        function_of(spec.name)(**inputs, **options, backend=backend)
     return info.value
 
 
 @pytest.mark.parametrize("loss, bad", MATRIX)
 def test_bad_input(loss: str, bad: Bad, backend: str) -> None:
-    spec = CATALOGUE[loss]
+    spec = SPECS[loss]
     error = _raised(spec, backend, bad)
     assert type(error) is bad.error, f"{type(error).__name__}: {error}"
     message = str(error)
@@ -194,13 +201,18 @@ def test_bad_input(loss: str, bad: Bad, backend: str) -> None:
 def test_matrix_covers_every_loss_and_problem() -> None:
     """The generator is not silently empty for some loss or some kind of problem."""
     ids = {param.values[1].id for param in MATRIX}
-    for spec in CATALOGUE.values():
+    for spec in SPECS.values():
         mine = [p.values[1].id for p in MATRIX if p.values[0] == spec.name]
         assert any(i.endswith("-rank") for i in mine) and any("mismatch" in i for i in mine), spec.name
         assert any(i.endswith("-int32") for i in mine) and {"reduction-avg", "reduction-None"} <= set(mine), spec.name
     for needed in ("neg_mask-K-mismatch", "pos_emb-D-mismatch", "neg_ids-N-mismatch", "pos_ids-float32",
-                   "sample_weight-nan", "temperature-0.0", "margin-nan", "num_hard_negatives-0", "distance-avg"):
+                   "sample_weight-nan", "temperature-0.0", "margin-nan", "num_hard_negatives-0", "distance-avg",
+                   "labels-negative", "labels-nan", "labels-above", "labels-L-mismatch", "mask-B-mismatch",
+                   "labels-int32", "mask-float32", "k-0", "k-1.5", "lambdaweight-avg", "lambdaweight-3",
+                   "epsilon-inf"):
         assert needed in ids, needed
+    ranking = [p.values[1].id for p in MATRIX if p.values[0] == "ndcg"]
+    assert {"k-0", "k-True", "labels-negative", "scores-rank"} <= set(ranking)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -218,14 +230,14 @@ RULES = [
 
 @pytest.mark.parametrize("loss, forms, options, words", RULES, ids=[f"{r[0]}-{r[3][:20]}" for r in RULES])
 def test_cross_argument_rules(loss: str, forms: dict, options: dict, words: str, backend: str) -> None:
-    spec = CATALOGUE[loss]
+    spec = SPECS[loss]
     case = Case("rule", forms, options)
     inputs = spec_inputs(spec, case, np.random.default_rng(0), DIMS)
     messages = []
     for name in (backend, "numpy"):
         tensors = {k: v if name == "numpy" else to_backend(name, v) for k, v in inputs.items()}
         with pytest.raises(OptionError) as info:
-            getattr(recloss, loss)(**tensors, **case_options(spec, case), backend=name)
+            function_of(loss)(**tensors, **case_options(spec, case), backend=name)
         messages.append(str(info.value))
     assert messages[0] == messages[1] and messages[0].startswith(f"{loss}: ") and words in messages[0]
 

@@ -2,8 +2,9 @@
 
 Every loss x every spec case (so every option the catalogue exercises) x every backend, with each framework's
 own tool: ``torch.autograd.gradcheck``, ``jax.test_util.check_grads`` and ``tf.test.compute_gradient``. The
-gradient is taken with respect to every floating tensor argument and, where the loss has one, a 0-d tensor
-temperature. Weights are shifted away from 0 so that a finite-difference step never makes one negative.
+gradient is taken with respect to every floating tensor argument the loss differentiates (ranking labels are
+constants) and, where the loss has one, a 0-d tensor temperature. Weights are shifted away from 0 so that a
+finite-difference step never makes one negative. The metrics have no gradient and are not here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from recloss import CATALOGUE
 
 from helpers import case_options, float_args, spec_inputs
 
-DIMS = {"B": 3, "K": 3, "N": 2, "D": 3, "M": 4}
+DIMS = {"B": 3, "K": 3, "N": 2, "D": 3, "M": 4, "L": 4}
 CASES = [pytest.param(name, index, id=f"{name}-{case.name}")
          for name, spec in CATALOGUE.items() for index, case in enumerate(spec.cases)]
 

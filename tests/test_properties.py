@@ -23,16 +23,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import recloss
-from recloss import CATALOGUE
 from recloss._dispatch import load_backend
 from recloss._spec import Case
+from recloss.losses import SPECS
 from recloss.parity import DIMS, TOLERANCES, reference_value
 
-from helpers import case_options, cast_floats, float_args, spec_inputs, to_backend, to_numpy
+from helpers import case_options, cast_floats, float_args, function_of, grad_args, spec_inputs, to_backend, to_numpy
 
 EPS32 = float(np.finfo(np.float32).eps)
-EMBEDDING_LOSSES = {name for name, spec in CATALOGUE.items() if any(a.name.endswith("_emb") for a in spec.args)}
+EMBEDDING_LOSSES = {name for name, spec in SPECS.items() if any(a.name.endswith("_emb") for a in spec.args)}
 EXAMPLES = 10
 
 
@@ -41,7 +40,7 @@ def problems(draw, spec):
     """One random valid call of ``spec``: (float64-valued float32 inputs, options, largest scaled logit)."""
     case = draw(st.sampled_from(spec.cases))
     dims = {"B": draw(st.integers(1, 5)), "K": draw(st.integers(1, 4)), "N": draw(st.integers(1, 4)),
-            "D": draw(st.integers(1, 4)), "M": draw(st.integers(1, 5))}
+            "D": draw(st.integers(1, 4)), "M": draw(st.integers(1, 5)), "L": draw(st.integers(1, 6))}
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scale = 10.0 ** draw(st.sampled_from([-3, 0, 1, 2, 4]))
     if spec.name in EMBEDDING_LOSSES:
@@ -52,7 +51,7 @@ def problems(draw, spec):
         x = inputs[arg.name]
         if x is None:
             continue
-        if arg.sample == "normal":
+        if arg.sample in ("normal", "scores"):
             if pattern == "extremes":  # entries at exactly +-scale
                 x = np.sign(rng.normal(size=x.shape)) * scale
             elif pattern == "ties":  # every entry equal
@@ -70,6 +69,8 @@ def problems(draw, spec):
         options["temperature"] = float(10.0 ** draw(st.floats(-3, 3)))
     if "num_hard_negatives" in options and options["num_hard_negatives"] is not None:
         options["num_hard_negatives"] = draw(st.integers(1, 6))
+    if "k" in options and options["k"] is not None:
+        options["k"] = draw(st.integers(1, 7))
     inputs = cast_floats(spec, inputs, "float32")
     temperature = options.get("temperature", 1.0)
     biggest = max((float(np.max(np.abs(v), initial=0.0)) for k, v in inputs.items()
@@ -81,14 +82,14 @@ def problems(draw, spec):
 
 def _value_and_grads(backend: str, spec, inputs, options, dtype: str):
     module = load_backend(backend)
-    function = getattr(recloss, spec.name)
+    function = function_of(spec.name)
     inputs = cast_floats(spec, inputs, dtype)
-    return module.value_and_grad(lambda **t: function(**t, **options), inputs, float_args(spec, inputs), "cpu")
+    return module.value_and_grad(lambda **t: function(**t, **options), inputs, grad_args(spec, inputs), "cpu")
 
 
-@pytest.mark.parametrize("loss", list(CATALOGUE))
+@pytest.mark.parametrize("loss", list(SPECS))
 def test_finite_and_close_to_reference(loss: str, backend: str) -> None:
-    spec = CATALOGUE[loss]
+    spec = SPECS[loss]
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -119,18 +120,19 @@ def test_finite_and_close_to_reference(loss: str, backend: str) -> None:
 # Empty batches and rows without negatives
 
 
-@pytest.mark.parametrize("loss", list(CATALOGUE))
+@pytest.mark.parametrize("loss", list(SPECS))
 @pytest.mark.parametrize("empty", ["B=0", "K=0"])
 def test_empty_sizes(loss: str, empty: str, backend: str) -> None:
-    """B = 0: every reduction of nothing is 0 ("none": an empty [0] vector). K = N = M = 0: a row without
-    negatives has softmax loss 0 and pairwise terms 0 (a mean over nothing is 0). Gradients are finite."""
-    spec = CATALOGUE[loss]
-    dims = dict(DIMS, B=0) if empty == "B=0" else dict(DIMS, K=0, N=0, M=0)
+    """B = 0: every reduction of nothing is 0 ("none": an empty [0] vector). K = N = M = L = 0: a row without
+    negatives has softmax loss 0 and pairwise terms 0 (a mean over nothing is 0), a list without items has
+    loss (and metrics) 0. Gradients are finite."""
+    spec = SPECS[loss]
+    dims = dict(DIMS, B=0) if empty == "B=0" else dict(DIMS, K=0, N=0, M=0, L=0)
     for case in spec.cases:
         inputs = cast_floats(spec, spec_inputs(spec, case, np.random.default_rng(1), dims), "float32")
         options = case_options(spec, case)
         value, grads = load_backend(backend).value_and_grad(
-            lambda **t: getattr(recloss, loss)(**t, **options), inputs, float_args(spec, inputs), "cpu")
+            lambda **t: function_of(loss)(**t, **options), inputs, grad_args(spec, inputs), "cpu")
         reference = reference_value(spec, inputs, options)
         assert value.shape == reference.shape, case.name
         np.testing.assert_allclose(value, reference, rtol=1e-5, atol=1e-6, err_msg=case.name)
@@ -149,13 +151,13 @@ def _plain(spec) -> Case:
     return Case("plain")
 
 
-@pytest.mark.parametrize("loss", list(CATALOGUE))
+@pytest.mark.parametrize("loss", list(SPECS))
 def test_nan_or_inf_input_is_never_silently_finite(loss: str, backend: str) -> None:
-    spec = CATALOGUE[loss]
+    spec = SPECS[loss]
     case = _plain(spec)
     base = cast_floats(spec, spec_inputs(spec, case, np.random.default_rng(2), DIMS), "float32")
     options = case_options(spec, case)
-    function = getattr(recloss, loss)
+    function = function_of(loss)
     for name in float_args(spec, base):
         for bad in (np.nan, np.inf, -np.inf):
             for position in (0, -1):

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 import recloss
-from recloss import CATALOGUE, ShapeError
+from recloss import ShapeError
 from recloss._spec import Case
+from recloss.losses import SPECS
 
-from helpers import case_options, cast_floats, float_args, spec_inputs, to_backend, to_numpy
+from helpers import case_options, cast_floats, float_args, function_of, spec_inputs, to_backend, to_numpy
 
-DIMS = {"B": 4, "K": 3, "N": 5, "D": 3, "M": 6}
+DIMS = {"B": 4, "K": 3, "N": 5, "D": 3, "M": 6, "L": 5}
 ALL_CASES = [pytest.param(name, index, id=f"{name}-{case.name}")
-             for name, spec in CATALOGUE.items() for index, case in enumerate(spec.cases)]
+             for name, spec in SPECS.items() for index, case in enumerate(spec.cases)]
 
 
 def _full(spec) -> int:
@@ -27,11 +28,11 @@ def _full(spec) -> int:
     return max(range(len(spec.cases)), key=lambda i: (len(spec.cases[i].forms), -i))
 
 
-ONE_CASE = [pytest.param(name, _full(spec), id=name) for name, spec in CATALOGUE.items()]
+ONE_CASE = [pytest.param(name, _full(spec), id=name) for name, spec in SPECS.items()]
 
 
 def _problem(loss: str, index: int, dims=DIMS, seed: int = 0):
-    spec = CATALOGUE[loss]
+    spec = SPECS[loss]
     case = spec.cases[index]
     inputs = cast_floats(spec, spec_inputs(spec, case, np.random.default_rng(seed), dims), "float32")
     names = [a.name for a in spec.args if inputs[a.name] is not None]
@@ -40,7 +41,7 @@ def _problem(loss: str, index: int, dims=DIMS, seed: int = 0):
 
 def _eager(loss, inputs, options, backend):
     tensors = {k: to_backend(backend, v) for k, v in inputs.items()}
-    return to_numpy(getattr(recloss, loss)(**tensors, **options))
+    return to_numpy(function_of(loss)(**tensors, **options))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -57,7 +58,7 @@ def test_tf_function_xla_with_unknown_batch(loss: str, index: int) -> None:
         shape = spec.arg(name).shapes[case.forms.get(name, 0)]
         return tf.TensorSpec([None if d in unknown else DIMS[d] for d in shape], tf.as_dtype(inputs[name].dtype))
 
-    function = getattr(recloss, loss)
+    function = function_of(loss)
     for unknown in ({"B"}, set(DIMS)):  # the batch dimension unknown; every dimension unknown
         compiled = tf.function(lambda *xs: function(**dict(zip(names, xs)), **options), jit_compile=True,
                                input_signature=[signature(n, unknown) for n in names])
@@ -109,7 +110,7 @@ def test_jax_jit_grad_vmap(loss: str, index: int) -> None:
     jax = _jax()
     jnp = jax.numpy
     spec, case, inputs, names, options = _problem(loss, index)
-    function = getattr(recloss, loss)
+    function = function_of(loss)
     floats = float_args(spec, inputs)
     fixed = {k: None if v is None else jnp.asarray(v) for k, v in inputs.items() if k not in floats}
 
@@ -125,6 +126,8 @@ def test_jax_jit_grad_vmap(loss: str, index: int) -> None:
     for g, h in zip(jax.jit(jax.grad(total, argnums))(*xs), eager_grads):
         assert np.all(np.isfinite(np.asarray(g)))
         np.testing.assert_allclose(np.asarray(g), np.asarray(h), rtol=2e-5, atol=1e-6)
+        if spec.value_only:  # a metric: no gradient flows through it
+            assert not np.any(np.asarray(g))
     # vmap over a new leading axis equals a Python loop over it.
     stacked = [jnp.stack([x, x * 0.5 + 0.1, x * 1.5]) for x in xs]
     batched = jax.jit(jax.vmap(f))(*stacked)
@@ -146,7 +149,7 @@ def test_torch_func_grad_and_vmap(loss: str, index: int) -> None:
     from torch.func import grad, vmap
 
     spec, case, inputs, names, options = _problem(loss, index)
-    function = getattr(recloss, loss)
+    function = function_of(loss)
     floats = float_args(spec, inputs)
     fixed = {k: None if v is None else torch.tensor(v) for k, v in inputs.items() if k not in floats}
 
@@ -154,10 +157,13 @@ def test_torch_func_grad_and_vmap(loss: str, index: int) -> None:
         return function(**fixed, **dict(zip(floats, xs)), **options)
 
     xs = [torch.tensor(inputs[n], requires_grad=True) for n in floats]
-    expected = torch.autograd.grad(f(*xs).sum(), xs, allow_unused=True, materialize_grads=True)
-    got = grad(lambda *a: f(*a).sum(), argnums=tuple(range(len(xs))))(*[x.detach() for x in xs])
-    for g, h in zip(got, expected):
-        torch.testing.assert_close(g, h, rtol=2e-5, atol=1e-6)
+    if spec.value_only:  # a metric: values only, no graph to differentiate
+        assert not f(*xs).requires_grad
+    else:
+        expected = torch.autograd.grad(f(*xs).sum(), xs, allow_unused=True, materialize_grads=True)
+        got = grad(lambda *a: f(*a).sum(), argnums=tuple(range(len(xs))))(*[x.detach() for x in xs])
+        for g, h in zip(got, expected):
+            torch.testing.assert_close(g, h, rtol=2e-5, atol=1e-6)
     stacked = [torch.stack([x.detach(), x.detach() * 0.5 + 0.1, x.detach() * 1.5]) for x in xs]
     batched = vmap(f)(*stacked)
     looped = torch.stack([f(*[s[i] for s in stacked]) for i in range(3)])
@@ -170,7 +176,7 @@ def test_torch_compile_fullgraph(loss: str, index: int) -> None:
     torch = _torch()
     torch._dynamo.reset()
     spec, case, inputs, names, options = _problem(loss, index)
-    function = getattr(recloss, loss)
+    function = function_of(loss)
     compiled = torch.compile(lambda *xs: function(**dict(zip(names, xs)), **options), fullgraph=True,
                              dynamic=False, backend="aot_eager")
     xs = [torch.tensor(inputs[n]) for n in names]
@@ -180,6 +186,8 @@ def test_torch_compile_fullgraph(loss: str, index: int) -> None:
     out = compiled(*xs)
     torch.testing.assert_close(out.detach().double(), torch.tensor(_eager(loss, inputs, options, "torch")),
                                rtol=2e-5, atol=1e-6)
+    if spec.value_only:
+        return
     grads = torch.autograd.grad(out.sum(), [xs[i] for i in floats], allow_unused=True, materialize_grads=True)
     eager_xs = [x.detach().clone().requires_grad_(x.requires_grad) for x in xs]
     eager_grads = torch.autograd.grad(function(**dict(zip(names, eager_xs)), **options).sum(),

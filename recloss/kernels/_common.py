@@ -57,6 +57,13 @@ class Ops(Protocol):
     def size(self, x: Any, axis: int) -> Any: ...        # x.shape[axis]: an int, or a scalar tensor if unknown
     def to_float(self, n: Any, like: Any) -> Any: ...    # a run-time size as a float scalar of like's dtype
     def minimum(self, a: Any, b: Any) -> Any: ...        # min of two run-time sizes
+    def sigmoid(self, x: Any) -> Any: ...
+    def top_k_with_indices(self, x: Any, k: Any) -> tuple[Any, Any]: ...  # the k largest along the last axis,
+    #     descending, and their indices; equal values: the lower index first (a stable order)
+    def gather(self, x: Any, indices: Any) -> Any: ...    # [B, L], [B, k] integers -> x[b, indices[b, r]]
+    def positions(self, x: Any) -> Any: ...              # arange(x.shape[-1]) as floats of x's dtype
+    def recompute(self, fn: Any) -> Any: ...             # fn(x) whose backward recomputes fn (a checkpoint)
+    def cumlogsumexp_reverse(self, x: Any) -> Any: ...   # [B, L] -> logsumexp(x[:, i:]) for every i (stable)
     # Optional. Cross-device negatives (the ``gather`` option): the collectives over one group of workers,
     # loaded only when used; see :class:`recloss.kernels.distributed.Collectives`.
     # def collectives(self, loss: str, gather: Any) -> Collectives: ...
