@@ -152,7 +152,20 @@ class TorchOps:
 
     @staticmethod
     def cumlogsumexp_reverse(x: torch.Tensor) -> torch.Tensor:
-        return torch.logcumsumexp(x.flip(-1), dim=-1).flip(-1)
+        """``logsumexp(x[:, i:])`` for every i by log2(L) doubling steps, ``x_i <- logaddexp(x_i, x_{i+2^k})``,
+        with ``m = max`` (detached) inside each step: elementwise ops only, so gradients of gradients hold
+        (``torch.logcumsumexp``'s backward takes the log of its cotangent; its double backward is NaN where that
+        cotangent is 0, as ListMLE's is for each list's last item)."""
+        size = x.shape[-1]
+        positions = torch.arange(size, device=x.device)
+        shift = 1
+        while shift < size:
+            ahead = torch.cat([x[..., shift:], x[..., -shift:]], dim=-1)      # x_{i+shift}; a placeholder past L
+            top = torch.maximum(x, ahead).detach()
+            merged = top + torch.log(torch.exp(x - top) + torch.exp(ahead - top))
+            x = torch.where(positions < size - shift, merged, x)
+            shift *= 2
+        return x
 
     @staticmethod
     def gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -145,7 +145,7 @@ def poly1_softmax_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask
     share = safe_divide(ops, y, total[:, None])
     # 1 - p_t = sum_i share_i (1 - p_i), with 1 - p_i = -expm1(-gap_i): exact when p_i is near 1.
     miss = ops.sum(share * -ops.expm1(-gaps), 1)
-    rows = ops.where(total > 0, ops.sum(y * gaps, 1) + float(epsilon) * miss, 0.0)
+    rows = ops.where(total > 0, ops.sum(y * gaps, 1) + scalar(ops, bound, epsilon) * miss, 0.0)
     return reduce_rows(ops, rows, w, reduction, (s, y))
 
 
