@@ -165,15 +165,19 @@ OPS = JaxOps()
 
 #: Compiled kernels kept, by call signature; the cache is emptied when it reaches this size.
 CACHE_SIZE = 256
+#: A signature is compiled once it has been called this many times eagerly (one-off shapes, as in a stream of
+#: lists of every length, never pay for a compilation).
+COMPILE_AFTER = 2
 
 
 def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     """``kernel`` called eagerly (on concrete arrays) runs as one ``jax.jit`` computation per call signature
-    (forms, dtypes, sizes and the static options: see :attr:`recloss._spec.Bound.signature`), so that it costs
-    one dispatch instead of one per operation; the number options (temperature, margin) are traced, so a new
-    value does not recompile. Inside the caller's ``jit``/``grad``/``vmap`` (tracer inputs) the kernel is traced
-    into their computation as usual."""
+    (forms, dtypes, sizes and the static options: see :attr:`recloss._spec.Bound.signature`) from the
+    signature's second call on, so that it costs one dispatch instead of one per operation; the number options
+    (temperature, margin) are traced, so a new value does not recompile. Inside the caller's
+    ``jit``/``grad``/``vmap`` (tracer inputs) the kernel is traced into their computation as usual."""
     cache: dict[tuple, Callable[..., Any]] = {}
+    calls: dict[tuple, int] = {}
 
     def run(bound: Any, **arguments: Any) -> Any:
         if any(isinstance(v, jax.core.Tracer) for v in arguments.values()):
@@ -183,8 +187,12 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
                kernels.settings())
         function = cache.get(key)
         if function is None:
+            calls[key] = calls.get(key, 0) + 1
+            if calls[key] < COMPILE_AFTER:
+                return kernel(bound, **arguments)
             if len(cache) >= CACHE_SIZE:
                 cache.clear()
+                calls.clear()
             function = cache[key] = jax.jit(lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static))
         return function(tensors, numbers_)
     return run
