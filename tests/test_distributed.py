@@ -195,3 +195,15 @@ def test_gather_none_or_false_is_the_local_batch(backend: str) -> None:
     local = value()
     for gather in (None, False):
         assert value(gather=gather) == local
+
+
+@pytest.mark.parametrize("loss", GATHER_LOSSES)
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=_installed(b)) for b in ("torch", "jax", "tensorflow")])
+def test_fused_with_gather_is_refused_in_the_same_words(backend: str, loss: str) -> None:
+    """The fused kernels score one device's candidates: an explicit "fused" with `gather` is an error (before
+    the process group, the mesh axis or the replica context is looked at), the same on every backend."""
+    with pytest.raises(OptionError) as error:
+        getattr(recloss, loss)(*_tensors(backend, loss), gather=True, implementation="fused")
+    assert str(error.value) == (
+        f'{loss}: implementation="fused" scores the local candidates only and does not take `gather`; use '
+        'implementation="auto" (streaming or materialised over the gathered candidates); got gather=True')
