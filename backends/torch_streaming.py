@@ -48,10 +48,28 @@ def _unflatten(layout: tuple, tensors: tuple) -> list[tuple[Any, Any, Any, bool]
     return [(pick(keys), pick(log_q), pick(ids), diagonal) for keys, log_q, ids, diagonal in layout]
 
 
+def _product(a: torch.Tensor, b: torch.Tensor, buffer: torch.Tensor | None) -> torch.Tensor:
+    """``a @ b``, written into the front of ``buffer`` (one flat tensor reused chunk after chunk) where given:
+    allocating and first-touching a fresh ``[B, chunk]`` block per chunk (above the allocator's mmap threshold,
+    every chunk is mapped and faulted anew) costs as much as the product on a CPU."""
+    if buffer is None:
+        return a @ b
+    return torch.mm(a, b, out=buffer[:a.shape[0] * b.shape[1]].view(a.shape[0], b.shape[1]))
+
+
+def _scratch(q: torch.Tensor, chunk: int) -> torch.Tensor | None:
+    """The reusable buffer of one ``[B, chunk]`` block, or None where writing into one is not possible:
+    under ``torch.compile`` (which plans its own buffers) and under ``torch.func`` transforms."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return None
+    return torch.empty(q.shape[0] * chunk, dtype=q.dtype, device=q.device)
+
+
 def _chunk_scores(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: int | None, row_ids: Any,
-                  start: int, stop: int) -> torch.Tensor:
-    """``[B, stop - start]`` scores of one chunk, removed candidates at -inf (a fresh tensor, safe in place)."""
-    scores = q @ keys[start:stop].transpose(0, 1)
+                  start: int, stop: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, stop - start]`` scores of one chunk, removed candidates at -inf (a fresh tensor, or a view of
+    ``buffer``: safe in place either way)."""
+    scores = _product(q, keys[start:stop].transpose(0, 1), buffer)
     if log_q is not None:
         scores = scores.sub_(log_q[start:stop])
     if _crosses_diagonal(diagonal, q.shape[0], start, stop):
@@ -69,11 +87,11 @@ def _crosses_diagonal(diagonal: int | None, rows: int, start: int, stop: int) ->
 
 
 def _chunk_scores_t(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: int | None, row_ids: Any,
-                    start: int, stop: int) -> torch.Tensor:
+                    start: int, stop: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
     """The transpose of :func:`_chunk_scores`, ``[stop - start, B]``, computed as ``keys @ q^T``: the backward
     recomputes the scores this way so that ``torch.compile`` cannot merge it with the forward's product (its
     common-subexpression pass would then keep every chunk's scores alive between forward and backward)."""
-    scores = keys[start:stop] @ q.transpose(0, 1)
+    scores = _product(keys[start:stop], q.transpose(0, 1), buffer)
     if log_q is not None:
         scores = scores.sub_(log_q[start:stop, None])
     if _crosses_diagonal(diagonal, q.shape[0], start, stop):
@@ -115,12 +133,14 @@ class _StreamingRows(torch.autograd.Function):
         rest = torch.zeros_like(row_max)      # r: sum of exp(s - m) over every other candidate so far
         stored = []
         compiling = torch.compiler.is_compiling()
+        buffer = _scratch(q, chunk) if not all(keep for *_, keep in plan) else None
         for index, start, stop, keep in plan:
             keys, log_q, ids, diagonal = sources[index]
             # Under torch.compile, tie each chunk's product to the previous chunk's result, so that the
             # scheduler cannot run every product first and hold all the chunks' scores at once.
             q_in = q + (rest[:, None] * 0.0) if compiling else q
-            scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
+            scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop,
+                                   None if keep else buffer)   # a kept chunk's weights outlive the loop
             chunk_max, top = scores.max(1)
             bigger = chunk_max > row_max
             new_max = torch.where(bigger, chunk_max, row_max)
@@ -164,6 +184,7 @@ class _StreamingRows(torch.autograd.Function):
         # chunk under torch.compile's functionalisation).
         grad_keys: list[list] = [[] for _ in sources]
         grad_log_q: list[Any] = [None if log_q is None else [] for _, log_q, _, _ in sources]
+        buffer = _scratch(q, ctx.chunk) if not all(keep for *_, keep in plan) else None
         for index, start, stop, keep in plan:
             keys, log_q, ids, diagonal = sources[index]
             chunk_keys = keys[start:stop]
@@ -176,7 +197,7 @@ class _StreamingRows(torch.autograd.Function):
                 grad_keys[index].append(weights.transpose(0, 1) @ (scaled_q * factor[:, None]))
             else:      # recompute, transposed: E^T = exp(s - m)^T, [chunk, B], 0 where removed
                 q_in = q + (grad_q[:, :1] * 0.0) if compiling else q     # one chunk at a time (see forward)
-                weights_t = _chunk_scores_t(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
+                weights_t = _chunk_scores_t(q_in, keys, log_q, ids, diagonal, row_ids, start, stop, buffer)
                 weights_t = weights_t.sub_(row_max[None, :]).exp_()
                 grad_q.addmm_(weights_t.transpose(0, 1), chunk_keys)
                 grad_keys[index].append(weights_t @ scaled_q)
