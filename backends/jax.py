@@ -16,6 +16,7 @@ import numpy as np
 
 from recloss import kernels
 from recloss._spec import common_int_dtype
+from recloss.backends._compiled import SignatureCache
 from recloss.errors import DTypeError
 from recloss.backends.jax_streaming import streaming_row_losses as _streaming_row_losses
 
@@ -176,8 +177,7 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     signature's second call on, so that it costs one dispatch instead of one per operation; the number options
     (temperature, margin) are traced, so a new value does not recompile. Inside the caller's
     ``jit``/``grad``/``vmap`` (tracer inputs) the kernel is traced into their computation as usual."""
-    cache: dict[tuple, Callable[..., Any]] = {}
-    calls: dict[tuple, int] = {}
+    cache = SignatureCache(CACHE_SIZE)
 
     def run(bound: Any, **arguments: Any) -> Any:
         if any(isinstance(v, jax.core.Tracer) for v in arguments.values()):
@@ -185,15 +185,10 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
         tensors, numbers_, static = kernels.split_arguments(bound, arguments)
         key = (bound.signature, tuple(sorted(static.items())), bool(jax.config.jax_enable_x64),
                kernels.settings())
-        function = cache.get(key)
+        function = cache.lookup(key, COMPILE_AFTER, lambda: jax.jit(
+            lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static)))
         if function is None:
-            calls[key] = calls.get(key, 0) + 1
-            if calls[key] < COMPILE_AFTER:
-                return kernel(bound, **arguments)
-            if len(cache) >= CACHE_SIZE:
-                cache.clear()
-                calls.clear()
-            function = cache[key] = jax.jit(lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static))
+            return kernel(bound, **arguments)
         return function(tensors, numbers_)
     return run
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 from recloss import kernels
 from recloss._spec import Bound
 from recloss._validate import deferred_message
+from recloss.backends._compiled import SignatureCache
 from recloss.backends.tensorflow_streaming import streaming_row_losses as _streaming_row_losses
 
 
@@ -189,8 +190,7 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     tensors, so a new temperature does not retrace. Inside a ``tf.function`` the kernel is traced into the
     caller's graph as usual; under a tape that may record a second derivative it runs eagerly, where the
     streaming path's backward checks for an outer tape (see ``tensorflow_streaming``)."""
-    cache: dict[tuple, Any] = {}
-    calls: dict[tuple, int] = {}
+    cache = SignatureCache(CACHE_SIZE)
 
     def run(bound: Any, **arguments: Any) -> Any:
         if not tf.executing_eagerly() or EAGER_COMPILE is None:
@@ -199,17 +199,11 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
         if _higher_order([t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
             return kernel(bound, **arguments)
         key = (bound.signature, tuple(sorted(static.items())), kernels.settings())
-        function = cache.get(key)
+        function = cache.lookup(key, COMPILE_AFTER, lambda: tf.function(
+            lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static),
+            jit_compile=EAGER_COMPILE == "xla", autograph=False))
         if function is None:
-            calls[key] = calls.get(key, 0) + 1
-            if calls[key] < COMPILE_AFTER:
-                return kernel(bound, **arguments)
-            if len(cache) >= CACHE_SIZE:
-                cache.clear()
-                calls.clear()
-            function = cache[key] = tf.function(
-                lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static),
-                jit_compile=EAGER_COMPILE == "xla", autograph=False)
+            return kernel(bound, **arguments)
         return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
                                   for k, v in numbers_.items()})
     return run
