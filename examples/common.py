@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -55,6 +55,7 @@ TrainFn = Callable[[Interactions, Config, bool], TrainResult]
 
 
 def parse_args(framework: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The examples' command line: ``--short``, ``--logq off|on|both``, ``--epochs N``, ``--seed S``."""
     parser = argparse.ArgumentParser(description=f"Two-tower retrieval with recloss on {framework}: in-batch "
                                      "sampled softmax with accidental-hit removal, with and without logQ "
                                      "correction, evaluated over the whole item catalogue.")
@@ -68,6 +69,7 @@ def parse_args(framework: str, argv: list[str] | None = None) -> argparse.Namesp
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """The short or full settings, with the seed and the number of epochs of the command line."""
     config = replace(SHORT if args.short else FULL, seed=args.seed)
     return config if args.epochs is None else replace(config, epochs=args.epochs)
 
@@ -136,7 +138,7 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 VARIANTS = {"off": [False], "on": [True], "both": [False, True]}
 
 
-def main(framework: str, train: TrainFn, backend: str, argv: list[str] | None = None) -> dict:
+def main(framework: str, train: TrainFn, backend: str, argv: list[str] | None = None) -> dict[str, Any]:
     """Run an example: generate the data, train each variant, evaluate, print the table and, last, one JSON
     line with everything (what the tests read). ``backend`` is the recloss backend the metrics run on."""
     args = parse_args(framework, argv)

@@ -8,7 +8,7 @@ corrected by ``log q`` (its share of the training log). Run ``python examples/tw
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,13 @@ def towers(params: Params, users: jax.Array, items: jax.Array) -> tuple[jax.Arra
     return normalize(params["users"][users]), normalize(params["items"][items])
 
 
-def make_train_step(optimizer: optax.GradientTransformation, temperature: float) -> Any:
+TrainStep = Callable[..., tuple[Params, optax.OptState, jax.Array]]
+
+
+def make_train_step(optimizer: optax.GradientTransformation, temperature: float) -> TrainStep:
+    """The jitted step: loss and gradients of a batch, then the optimiser's update. ``log_q`` is ``[B]`` or
+    None (no logQ correction; None is an empty pytree, so each choice compiles once)."""
+
     @jax.jit
     def train_step(params: Params, opt_state: optax.OptState, users: jax.Array, items: jax.Array,
                    log_q: jax.Array | None) -> tuple[Params, optax.OptState, jax.Array]:

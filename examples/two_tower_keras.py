@@ -54,7 +54,7 @@ def train(data: Interactions, config: Config, use_log_q: bool) -> TrainResult:
     x = {"user": data.train_users, "item": data.train_items, "log_q": data.item_log_q[data.train_items]}
     history = model.fit(x, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0)
     everyone = model({"user": np.arange(data.num_users), "item": np.arange(data.num_items)})
-    return TrainResult(history.history["loss"], *(ops.convert_to_numpy(x) for x in everyone))
+    return TrainResult(history.history["loss"], *(ops.convert_to_numpy(tensor) for tensor in everyone))
 
 
 if __name__ == "__main__":
