@@ -34,6 +34,7 @@ class TwoTower(keras.Model):
         self.use_log_q = use_log_q
 
     def build(self, input_shape: dict[str, Any]) -> None:
+        """Create the embedding tables (``fit`` builds the model from the input shapes before the first step)."""
         self.users.build(input_shape["user"])
         self.items.build(input_shape["item"])
 
