@@ -1,0 +1,128 @@
+"""The worked examples (``examples/``): each two-tower script runs in its short mode in a subprocess (Keras once
+per Keras backend: ``KERAS_BACKEND`` is read once per process) and must train (the loss decreases) and beat
+the popularity baseline; the generated data and the shared evaluation are checked in process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+def _example(script: str, keras_backend: str | None, *modules: str):
+    name = script + (f"-{keras_backend}" if keras_backend else "")
+    marks = [] if _installed(*modules) else [pytest.mark.skip(reason=f"needs {', '.join(modules)}")]
+    return pytest.param(script, keras_backend, id=name, marks=marks)
+
+
+RUNS = [
+    _example("two_tower_torch.py", None, "torch"),
+    _example("two_tower_jax.py", None, "jax", "optax"),
+    _example("two_tower_keras.py", "tensorflow", "keras", "tensorflow"),
+    _example("two_tower_keras.py", "jax", "keras", "jax"),
+    _example("two_tower_keras.py", "torch", "keras", "torch"),
+]
+
+
+def run_short(script: str, keras_backend: str | None) -> dict:
+    """Run ``examples/<script> --short`` and return the JSON summary it prints last."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           # The examples' steps are small (a [256, 256] logits block): on a small shared machine a second
+           # intra-op thread costs more in synchronisation than it gains. XLA's flags are left as they are.
+           "OMP_NUM_THREADS": "1"}
+    if keras_backend is not None:
+        env["KERAS_BACKEND"] = keras_backend
+    out = subprocess.run([sys.executable, str(EXAMPLES / script), "--short"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("script, keras_backend", RUNS)
+def test_example_trains_and_beats_popularity(script, keras_backend):
+    summary = run_short(script, keras_backend)
+    assert summary["mode"] == "short"
+    assert set(summary["runs"]) == {"no_logq", "logq"}
+    popularity = summary["popularity"]
+    for variant, run in summary["runs"].items():
+        losses = run["epoch_losses"]
+        assert len(losses) == summary["config"]["epochs"] and np.all(np.isfinite(losses)), (variant, losses)
+        assert losses[-1] < losses[0], (variant, losses)
+        for k in (10, 50):
+            assert run["metrics"][f"recall@{k}"] > popularity[f"recall@{k}"], (variant, k, run["metrics"])
+            assert run["metrics"][f"ndcg@{k}"] > popularity[f"ndcg@{k}"], (variant, k, run["metrics"])
+
+
+@pytest.fixture
+def examples_modules():
+    """The examples' ``data`` and ``common`` modules (imported as the scripts import them), removed again after."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import common
+        import data
+        yield data, common
+    finally:
+        sys.path.remove(str(EXAMPLES))
+        for name in ("common", "data"):
+            sys.modules.pop(name, None)
+
+
+def test_generated_log_is_deterministic_split_by_user_and_long_tailed(examples_modules):
+    data, _ = examples_modules
+    log = data.generate(300, 200, seed=3)
+    again = data.generate(300, 200, seed=3)
+    other = data.generate(300, 200, seed=4)
+    for field in ("train_users", "train_items", "test_users", "test_items"):
+        np.testing.assert_array_equal(getattr(log, field), getattr(again, field))
+    assert not np.array_equal(log.train_items, other.train_items)
+
+    train = {(u, i) for u, i in zip(log.train_users, log.train_items)}
+    test = {(u, i) for u, i in zip(log.test_users, log.test_items)}
+    assert len(train) == len(log.train_items) and len(test) == len(log.test_items)  # no repeated pair
+    assert not train & test
+    assert set(log.test_users) == set(range(300)) == set(log.train_users)  # every user has both parts
+
+    counts = log.item_counts
+    assert counts.sum() == len(log.train_items)
+    np.testing.assert_allclose(log.item_probability.sum(), 1.0)
+    seen = counts > 0
+    np.testing.assert_allclose(np.exp(log.item_log_q[seen]), counts[seen] / counts.sum(), rtol=1e-6)
+    popular = log.popular_items(0.2)
+    assert popular.sum() == 40 and counts[popular].min() >= counts[~popular].max()
+    assert counts[popular].sum() > 0.4 * counts.sum()  # a fifth of the items, far more than a fifth of the log
+
+
+def test_evaluation_masks_training_items_and_scores_groups(examples_modules):
+    data, common = examples_modules
+    log = data.generate(200, 150, seed=1)
+    held_out = np.zeros((200, 150))
+    held_out[log.test_users, log.test_items] = 1
+    trained = np.zeros((200, 150))
+    trained[log.train_users, log.train_items] = 1
+
+    # Training items scored highest must not count: they are not candidates.
+    perfect = common.evaluate(held_out + 2 * trained, log, "numpy")
+    assert perfect["recall@50"] == pytest.approx(1.0) and perfect["ndcg@10"] == pytest.approx(1.0)
+    assert perfect["recall@50 popular"] == pytest.approx(1.0) and perfect["recall@50 rare"] == pytest.approx(1.0)
+
+    # Popular held-out items ranked first, rare ones last: only the popular group is found.
+    popular = log.popular_items(common.POPULAR_SHARE)
+    split = common.evaluate(held_out * np.where(popular, 1.0, -1.0), log, "numpy")
+    assert split["recall@50 popular"] == pytest.approx(1.0)
+    assert split["recall@10 rare"] == 0.0
+
+    baseline = common.evaluate(common.popularity_scores(log), log, "numpy")
+    assert baseline["recall@10 rare"] == 0.0 < baseline["recall@10 popular"]
