@@ -63,8 +63,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     module = load_backend(backend)
     q, p, neg = (module.convert(a) for a in arrays)
     spec = CATALOGUE[NAME]
-    options = {"temperature": workloads.TEMPERATURE, "reduction": "mean", "implementation": "auto",
-               "product_precision": "input"}
+    options = {**{option.name: option.default for option in spec.options}, "temperature": workloads.TEMPERATURE}
     bound = validate(spec, {"src_emb": q, "pos_emb": p, "neg_emb": neg, "sample_weight": None}, options,
                      module.concrete)
     kernel = module.KERNELS[NAME]
