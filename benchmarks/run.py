@@ -49,7 +49,9 @@ def configurations(backends: list[str], shapes: list[tuple[int, int, int]], quic
     configs = []
     for index, shape in enumerate(sorted(shapes, key=lambda s: s[0] * s[1])):
         size = 0 if quick else min(index, 2) if shape not in SHAPES else SHAPES.index(shape)
-        common = {"shape": list(shape), "reps": 5 if quick else REPS[size], "warmup": 1 if size == 2 else 2,
+        # Two warm-up steps everywhere: eager JAX and TF calls compile a signature on its second call, so the
+        # timed steps (and the memory peak) are the steady state, not the compilation.
+        common = {"shape": list(shape), "reps": 5 if quick else REPS[size], "warmup": 2,
                   "max_seconds": 10.0 if quick else BUDGET_S[size]}
         wanted = [("numpy", "native", "matmul", "float32", "best")]     # NumPy with OpenBLAS's best kernel
         if "tensorflow" in backends:
