@@ -15,6 +15,7 @@ from recloss import kernels
 from recloss._spec import Bound
 from recloss._validate import deferred_message
 from recloss.backends._compiled import SignatureCache
+from recloss.backends.tensorflow_streaming import first_order_only
 from recloss.backends.tensorflow_streaming import streaming_row_losses as _streaming_row_losses
 
 
@@ -204,8 +205,9 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
             jit_compile=EAGER_COMPILE == "xla", autograph=False))
         if function is None:
             return kernel(bound, **arguments)
-        return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
-                                  for k, v in numbers_.items()})
+        with first_order_only():
+            return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
+                                      for k, v in numbers_.items()})
     return run
 
 

@@ -11,10 +11,28 @@ recomputed. The loop over chunks is a Python loop over static sizes, so it runs 
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import threading
+from typing import Any, Iterator
 
 import tensorflow as tf
 from tensorflow.python.eager.record import could_possibly_record  # no public API says whether a tape records
+
+_FIRST_ORDER = threading.local()
+
+
+@contextlib.contextmanager
+def first_order_only() -> Iterator[None]:
+    """Within it, the tapes recording are known to take first derivatives only (the eager call checked them
+    before running its compiled kernel): a backward traced then (``tf.function`` builds it when it is called
+    under a tape) is the fast one, not the differentiable recomputation that a recording tape would otherwise
+    call for, which keeps every chunk of scores."""
+    previous = getattr(_FIRST_ORDER, "on", False)
+    _FIRST_ORDER.on = True
+    try:
+        yield
+    finally:
+        _FIRST_ORDER.on = previous
 
 
 #: At most this many chunks are kept from the forward for the backward (see ``store_bytes``).
@@ -85,7 +103,7 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
         log_total = tf.math.log1p(rest)           # log(sum over all candidates of exp(s - m))
 
         def grad(upstream: tf.Tensor) -> list:
-            if could_possibly_record():
+            if could_possibly_record() and not getattr(_FIRST_ORDER, "on", False):
                 # An outer tape is recording this backward (a second derivative): differentiate an ordinary
                 # computation of the same rows, from the inputs as the outer tape sees them.
                 with tf.GradientTape() as tape:
