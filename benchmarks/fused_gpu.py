@@ -268,7 +268,7 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
     if config["framework"] == "torch":
         import torch
 
-        from recloss.backends import torch_fused
+        from recloss.backends.torch import fused as torch_fused
         torch_fused.CONFIG.update(config.get("kernel_config", {}))
         dtype = getattr(torch, config["dtype"])
         dev = config["device"]
@@ -308,7 +308,7 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
         import jax.numpy as jnp
 
         import recloss
-        from recloss.backends import jax_fused
+        from recloss.backends.jax import fused as jax_fused
         jax_fused.CONFIG.update(config.get("kernel_config", {}))
         dtype = jnp.dtype(config["dtype"])
         keys = jax.random.split(jax.random.PRNGKey(0), 5)

@@ -31,9 +31,9 @@ from recloss.parity import DIMS, cast_inputs, make_inputs  # noqa: E402
 
 MODULE = load_backend(FRAMEWORK)
 if FRAMEWORK == "torch":
-    from recloss.backends import torch_fused as FUSED
+    from recloss.backends.torch import fused as FUSED
 else:
-    from recloss.backends import jax_fused as FUSED
+    from recloss.backends.jax import fused as FUSED
 # Blocks of 16 and 4 programs: the sizes below span several row and candidate blocks and several slices.
 FUSED.CONFIG.update(block_b=16, block_n=16, programs=4)
 

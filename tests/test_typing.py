@@ -165,7 +165,9 @@ def test_the_package_ships_its_subpackages_stubs_and_py_typed():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {"recloss"} | {"recloss." + ".".join(p.parent.relative_to(ROOT / "recloss").parts)
                              for p in (ROOT / "recloss").rglob("__init__.py") if p.parent != ROOT / "recloss"}
-    assert set(config["packages"]) == on_disk | {"recloss.backends"}
+    backends = {"recloss.backends"} | {"recloss.backends." + p.parent.name
+                                       for p in (ROOT / "backends").glob("*/__init__.py")}
+    assert set(config["packages"]) == on_disk | backends
     assert set(config["package-data"]["recloss"]) == {"py.typed", "*.pyi"}
     assert (ROOT / "recloss" / "py.typed").exists()
     license_text = (ROOT / "LICENSE").read_text()

@@ -31,7 +31,7 @@ from recloss.kernels._common import Ops, nonfinite_guard
 class Collectives(Protocol):
     """Collective operations over one group of workers: a ``torch.distributed`` process group, a JAX mesh
     axis (``shard_map``/``pmap``) or a TensorFlow replica context. Supplied by
-    ``recloss.backends.<framework>_distributed`` through ``ops.collectives(loss, gather)``, which raises the
+    ``recloss.backends.<framework>.distributed`` through ``ops.collectives(loss, gather)``, which raises the
     shared ``gather`` error where the group is not available."""
 
     #: ``"global"``: every worker returns the global loss; ``"share"``: each returns its share of it.

@@ -3,7 +3,7 @@
 ``implementation="fused"`` (or ``"auto"`` where it applies) computes the rows of ``sampled_softmax_loss`` (in-batch,
 shared ``[N, D]`` negatives, or both), ``unsupervised_softmax_cross_entropy_loss`` and ``info_nce_loss`` with
 one kernel per candidate source that never writes the ``[B, N]`` scores: Triton on CUDA tensors
-(:mod:`recloss.backends.torch_fused`), Pallas on JAX GPU arrays (:mod:`recloss.backends.jax_fused`). A backend
+(:mod:`recloss.backends.torch.fused`), Pallas on JAX GPU arrays (:mod:`recloss.backends.jax.fused`). A backend
 offers it through two ``Ops`` methods:
 
 ``fused_unavailable(tensors, interpret, automatic)``

@@ -1,6 +1,6 @@
 """Fused softmax rows for JAX: Pallas kernels behind a ``jax.custom_vjp``.
 
-The same computation as :mod:`recloss.backends.torch_fused` (see it for the math): a row pass over
+The same computation as :mod:`recloss.backends.torch.fused` (see it for the math): a row pass over
 (row block x candidate block) tiles, the candidates split into slices that fill the GPU, keeping per row the
 maximum ``m``, the tie-aware ``r`` (the sum of ``exp(s - m)`` over all but one maximal element) and, for the
 gradient, ``A = sum exp(s - m) k``; the slices are merged here; a key pass over (candidate block x row block)
@@ -391,7 +391,7 @@ def _same_dtype(q: Any, sources: tuple) -> tuple:
 def fused_row_losses(q: Any, s_pos: Any, sources: tuple, row_ids: Any, temperature: Any,
                      name: str = "fused softmax", interpret: bool = False) -> Any:
     """Row losses ``[B]`` (float32) of the fused softmax; the arguments of
-    :func:`recloss.backends.torch_fused.fused_row_losses`, plus ``interpret`` (Pallas's interpreter)."""
+    :func:`recloss.backends.torch.fused.fused_row_losses`, plus ``interpret`` (Pallas's interpreter)."""
     q, sources = _same_dtype(q, sources)
     layout = tuple(bool(diagonal) for *_, diagonal in sources)
     arrays = tuple((keys, None if log_q is None else log_q.astype(jnp.float32), ids)

@@ -1,4 +1,4 @@
-"""Triton kernels of the fused softmax rows (imported only when the fused path runs; see ``torch_fused``).
+"""Triton kernels of the fused softmax rows (imported only when the fused path runs; see ``recloss.backends.torch.fused``).
 
 Two kernels, both recomputing the scores of one ``[BLOCK_B, BLOCK_N]`` tile at a time in on-chip memory:
 

@@ -15,8 +15,8 @@ from recloss import kernels
 from recloss._spec import Bound
 from recloss._validate import deferred_message
 from recloss.backends._compiled import SignatureCache
-from recloss.backends.tensorflow_streaming import first_order_only
-from recloss.backends.tensorflow_streaming import streaming_row_losses as _streaming_row_losses
+from recloss.backends.tensorflow.streaming import first_order_only
+from recloss.backends.tensorflow.streaming import streaming_row_losses as _streaming_row_losses
 
 
 def _like(value: Any, reference: Any) -> Any:
@@ -84,7 +84,7 @@ class TensorFlowOps:
     @staticmethod
     def collectives(loss: str, gather: Any) -> Any:
         """The ``gather`` option's collectives over the tf.distribute replica context (loaded only when used)."""
-        from recloss.backends.tensorflow_distributed import collectives
+        from recloss.backends.tensorflow.distributed import collectives
         return collectives(loss, gather)
 
     @staticmethod
@@ -190,7 +190,7 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     does for ``fit``: graph and XLA speed without per-operation dispatch. The number options are passed as
     tensors, so a new temperature does not retrace. Inside a ``tf.function`` the kernel is traced into the
     caller's graph as usual; under a tape that may record a second derivative it runs eagerly, where the
-    streaming path's backward checks for an outer tape (see ``tensorflow_streaming``)."""
+    streaming path's backward checks for an outer tape (see ``recloss.backends.tensorflow.streaming``)."""
     cache = SignatureCache(CACHE_SIZE)
 
     def run(bound: Any, **arguments: Any) -> Any:

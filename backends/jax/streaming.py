@@ -1,6 +1,6 @@
 """Streaming softmax rows for JAX: the row-wise logsumexp over chunks of candidates, ``jax.custom_vjp``.
 
-Same math as :mod:`recloss.backends.torch_streaming`: a running maximum and rescaled sum over chunks in the
+Same math as :mod:`recloss.backends.torch.streaming`: a running maximum and rescaled sum over chunks in the
 forward (one matrix product per chunk), a backward that recomputes each chunk's scores and takes two more
 products; the first chunks whose ``exp(s - m_c)`` fit in ``store_bytes`` (at most ``MAX_STORED_CHUNKS``) are
 kept from the forward as residuals instead of recomputed. Full chunks run in a ``lax.fori_loop``

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from recloss import kernels
-from recloss.backends.torch_streaming import streaming_row_losses as _streaming_row_losses
+from recloss.backends.torch.streaming import streaming_row_losses as _streaming_row_losses
 
 #: Whether this process sees a CUDA device (so that "auto" on a CPU-only machine decides at no cost).
 _CUDA = torch.cuda.is_available()
@@ -200,7 +200,7 @@ class TorchOps:
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom backward
 
-    # The fused path (Triton kernels, recloss.backends.torch_fused, imported only when it runs).
+    # The fused path (Triton kernels, recloss.backends.torch.fused, imported only when it runs).
     @staticmethod
     def fused_unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
         """None where the fused kernels can run on these tensors; else ``(kind, what)`` for the shared message
@@ -226,13 +226,13 @@ class TorchOps:
 
     @staticmethod
     def fused_row_losses(*args: Any, **kwargs: Any) -> torch.Tensor:
-        from recloss.backends import torch_fused
+        from recloss.backends.torch import fused as torch_fused
         return torch_fused.fused_row_losses(*args, **kwargs)
 
     @staticmethod
     def collectives(loss: str, gather: Any) -> Any:
         """The ``gather`` option's collectives over a torch.distributed group (loaded only when used)."""
-        from recloss.backends.torch_distributed import collectives
+        from recloss.backends.torch.distributed import collectives
         return collectives(loss, gather)
 
 

@@ -80,7 +80,7 @@ def _launch_options(block_d: int) -> dict[str, int]:
 def _forward(q: torch.Tensor, s_pos: torch.Tensor, inv_t: torch.Tensor, row_ids: Any, sources: list,
              with_acc: bool) -> tuple:
     """Row losses ``[B]`` and what the backward needs: ``(rows, best, log_total, acc or None)``."""
-    from recloss.backends import torch_fused_kernels as kernels
+    from recloss.backends.torch import fused_kernels as kernels
 
     rows, dim = q.shape
     block_b, block_n, block_d = _blocks(dim)
@@ -129,7 +129,7 @@ def _merge(s_pos: torch.Tensor, maxes: torch.Tensor, rests: torch.Tensor) -> tup
 
 def _key_grads(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
                inv_t: torch.Tensor, lse: torch.Tensor, row_grad: torch.Tensor) -> tuple:
-    from recloss.backends import torch_fused_kernels as kernels
+    from recloss.backends.torch import fused_kernels as kernels
 
     rows, dim = q.shape
     cols = keys.shape[0]

@@ -18,7 +18,7 @@ from recloss import kernels
 from recloss._spec import common_int_dtype
 from recloss.backends._compiled import SignatureCache
 from recloss.errors import DTypeError
-from recloss.backends.jax_streaming import streaming_row_losses as _streaming_row_losses
+from recloss.backends.jax.streaming import streaming_row_losses as _streaming_row_losses
 
 HIGHEST = jax.lax.Precision.HIGHEST
 HALF = (jnp.float16, jnp.bfloat16)
@@ -80,21 +80,21 @@ class JaxOps:
     expm1 = staticmethod(jnp.expm1)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_vjp
 
-    # The fused path (Pallas): recloss.backends.jax_fused, imported on first use.
+    # The fused path (Pallas): recloss.backends.jax.fused, imported on first use.
     @staticmethod
     def fused_unavailable(tensors: tuple, interpret: bool, automatic: bool) -> tuple[str, str] | None:
-        from recloss.backends import jax_fused
+        from recloss.backends.jax import fused as jax_fused
         return jax_fused.unavailable(tensors, interpret, automatic)
 
     @staticmethod
     def fused_row_losses(*args: Any, **kwargs: Any) -> jax.Array:
-        from recloss.backends import jax_fused
+        from recloss.backends.jax import fused as jax_fused
         return jax_fused.fused_row_losses(*args, **kwargs)
 
     @staticmethod
     def collectives(loss: str, gather: Any) -> Any:
         """The ``gather`` option's collectives over a bound mesh axis (loaded only when used)."""
-        from recloss.backends.jax_distributed import collectives
+        from recloss.backends.jax.distributed import collectives
         return collectives(loss, gather)
 
     @staticmethod

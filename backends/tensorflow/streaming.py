@@ -1,6 +1,6 @@
 """Streaming softmax rows for TensorFlow: the row-wise logsumexp over chunks of candidates, ``tf.custom_gradient``.
 
-Same math as :mod:`recloss.backends.torch_streaming`: a running maximum and rescaled sum over chunks in the
+Same math as :mod:`recloss.backends.torch.streaming`: a running maximum and rescaled sum over chunks in the
 forward (one matrix product per chunk), a backward that recomputes each chunk's scores and takes two more
 products; the first chunks whose ``exp(s - m)`` fit in ``store_bytes`` are kept from the forward instead of
 recomputed. The loop over chunks is a Python loop over static sizes, so it runs eagerly, under
