@@ -1,8 +1,8 @@
 """Scenarios of cross-device negatives that need their own processes, run by ``tests/test_distributed.py``:
 
 ``python tests/distributed_scripts.py ddp <rank> <init>``  torch DistributedDataParallel, 2 gloo ranks
-``python tests/distributed_scripts.py torch <rank> <init>`` torch: second derivatives, ranks whose calls differ,
-                                                            torch.func, torch.compile
+``python tests/distributed_scripts.py torch <rank> <init>`` torch: second derivatives, learnt temperature,
+                                                            ranks whose calls differ, torch.func, compile
 ``python tests/distributed_scripts.py jax``                 JAX on 4 host devices: sharded ordinary calls, shard_map, pmap
 ``python tests/distributed_scripts.py tensorflow``          Keras ``model.fit`` and ``tf.function`` under MirroredStrategy
 
@@ -149,8 +149,10 @@ def torch_checks(rank: int, init: str) -> None:
 
     import torch
     import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
 
     import recloss
+    import recloss.torch
     from recloss.kernels import softmax
 
     torch.set_num_threads(1)
@@ -197,7 +199,33 @@ def torch_checks(rank: int, init: str) -> None:
                 _close(a, b[part], f"{what}: second derivative in {label}")
     softmax.STREAMING_CHUNK = 4096
 
-    # 2. Ranks whose calls differ: every rank raises the same OptionError before any collective of the call
+    # 2. A learnt temperature (recloss.torch modules) gets the one-process gradient on every rank, outside
+    #    DistributedDataParallel and inside a DDP-wrapped model.
+    classes = {"sampled_softmax_loss mixed": (recloss.torch.SampledSoftmaxLoss, dict(in_batch=True)),
+               "info_nce_loss symmetric": (recloss.torch.InfoNCELoss, dict(symmetric=True)),
+               "unsupervised_softmax_cross_entropy_loss": (recloss.torch.UnsupervisedSoftmaxCrossEntropyLoss, {})}
+    for name, _, plain in losses:
+        cls, options = classes[name]
+        plain_module = cls(temperature=0.5, learn_temperature=True, gather=True, **options).double()
+        (scale,) = leaves(plain_module.logit_scale)     # log 2, as the module holds it (from float32)
+        (want,) = torch.autograd.grad(plain(Q, P, NEG, torch.exp(-scale)), scale)
+        inputs = (Q[rows], P[rows]) + ((NEG[negs],) if name != "info_nce_loss symmetric" else ())
+        plain_module(*inputs).backward()
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.tower = torch.nn.Linear(DIM, DIM, dtype=torch.float64)
+                self.loss = cls(temperature=0.5, learn_temperature=True, gather=True, **options).double()
+
+            def forward(self, *x):
+                return self.loss(*x) + 0.0 * self.tower(x[0]).sum()
+        wrapped = DistributedDataParallel(Wrapped())
+        wrapped(*inputs).backward()
+        for where, module in (("outside DDP", plain_module), ("inside DDP", wrapped.module.loss)):
+            _close(module.logit_scale.grad, want, f"{name}: learnt temperature's gradient {where}")
+
+    # 3. Ranks whose calls differ: every rank raises the same OptionError before any collective of the call
     #    (nothing crashes or waits), and the group stays usable.
     q, p = leaves(Q[rows], P[rows])
     n = NEG[negs]
@@ -244,7 +272,7 @@ def torch_checks(rank: int, init: str) -> None:
         value = recloss.sampled_softmax_loss(q, p, gather=True)
     _close(value, sampled(Q, P, P[:0], 1.0).detach(), "a call after the refused ones")
 
-    # 3. torch.func.grad, vmap, and torch.compile(fullgraph=True) (equal local sizes under compile).
+    # 4. torch.func.grad, vmap, and torch.compile(fullgraph=True) (equal local sizes under compile).
     name, call, plain = losses[0]
     want_q, want_p, want_n = leaves(Q, P, NEG)
     want = plain(want_q, want_p, want_n, 0.5)

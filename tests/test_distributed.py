@@ -102,10 +102,11 @@ def test_ddp_gradients_equal_one_device() -> None:
 
 
 @_installed("torch")
-def test_torch_second_derivatives_mismatches_func_and_compile() -> None:
+def test_torch_second_derivatives_temperature_mismatches_func_and_compile() -> None:
     """Two gloo ranks (4 and 3 rows), float64, against plain torch formulas on the concatenated batch: exact
     second derivatives through the gathered positives and negatives (materialised and streaming, the three
-    losses); ranks whose calls differ (dtype, D, an argument on one rank only, a frozen tower, an option,
+    losses); a learnt temperature's gradient equals the one-process value on every rank, outside DDP and
+    inside it; ranks whose calls differ (dtype, D, an argument on one rank only, a frozen tower, an option,
     the loss) raise the same OptionError on every rank and the group stays usable; ``torch.func.grad``,
     ``vmap``, and ``torch.compile(fullgraph=True)`` with equal local sizes (unequal ones refused)."""
     _two_ranks("torch")

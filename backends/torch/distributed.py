@@ -213,3 +213,30 @@ class _AllReduceSum(torch.autograd.Function):
     def vmap(info: Any, in_dims: tuple, x: torch.Tensor, group: Any) -> tuple:
         return _AllReduceSum.apply(x, group), in_dims[0]
 
+
+def average_gradient(x: torch.Tensor, loss: str, gather: Any) -> torch.Tensor:
+    """``x`` (a parameter that every rank of ``gather``'s group holds), whose gradient is averaged over the
+    group in the backward, as ``DistributedDataParallel`` averages its parameters' gradients (on a parameter
+    that DDP also averages, the second average changes nothing: every rank already holds the same value)."""
+    group = group_of(loss, gather)
+    return _AverageGradient.apply(x, group, dist.get_world_size(group))
+
+
+class _AverageGradient(torch.autograd.Function):
+    """The identity, whose backward averages the cotangents over the ranks (differentiably)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, group: Any, workers: int) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        _, ctx.group, ctx.workers = inputs
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        return _AllReduceSum.apply(grad, ctx.group) / ctx.workers, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, group: Any, workers: int) -> tuple:
+        return _AverageGradient.apply(x, group, workers), in_dims[0]
