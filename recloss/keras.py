@@ -180,14 +180,14 @@ def _loss_docstring(spec: LossSpec, form: str) -> str:
                           "labelled < 0 (or masked) is padding and its loss is 0.")
         else:
             shapes[1] += f"; only their shape is read ({spec.name} has no mask: every column 1..K is a negative)."
-    lines = [spec.summary, "", f"The ``keras.losses.Loss`` form of :func:`recloss.{spec.name}` (its docstring "
-             "has the math and the options).", "", "Math:", f"    {spec.math}", "", "Args (constructor):"]
+    lines = [spec.summary, "", f"The ``keras.losses.Loss`` form of ``recloss.{spec.name}`` (its docstring "
+             "has the math and the options).", "", "Math:", f"    {spec.math}", "", "Args:"]
     lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options if o.name != "reduction"]
     lines += ['    reduction: as every Keras loss: "sum_over_batch_size" (default; = "mean"), "sum", '
-              '"mean_with_sample_weight" or "none"/None.', "    name, dtype: as every Keras loss.", "",
-              "Call ``loss(y_true, y_pred, sample_weight=None)``:"]
-    lines += [f"    {line}" for line in shapes]
-    lines += ["    sample_weight: row weights ``[B]``, applied by Keras.", "",
+              '"mean_with_sample_weight" or "none"/None.', "    name: as every Keras loss.",
+              "    dtype: as every Keras loss.", "", "Call:", "    ``loss(y_true, y_pred, sample_weight=None)``", ""]
+    lines += [f"    - {line}" for line in shapes]
+    lines += ["    - sample_weight: row weights ``[B]``, applied by Keras.", "",
               "With ``compile(loss=...)`` pass the labels as ``y`` (Keras 3 refuses a dict ``y`` for a single "
               "output); the dict form is for calls of your own, e.g. in ``Model.compute_loss``."]
     return "\n".join(lines)
