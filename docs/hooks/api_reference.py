@@ -23,6 +23,7 @@ import inspect
 import logging
 import os
 import pkgutil
+import re
 from dataclasses import dataclass, field
 
 from mkdocs.structure.files import File, Files
@@ -114,9 +115,10 @@ def build_pages() -> list[Page]:
                   "per row, N shared negatives, L items per list, M a free length), the defaults, the math, "
                   "the errors and the references. Each takes tensors of one framework and returns a tensor of "
                   "that framework; see [Choosing a backend](../guide/backends.md).")
-    families: dict[str, list[object]] = {}
+    families: dict[str, list[object]] = {family: [] for family in FAMILY_TITLES}
     for spec in CATALOGUE.values():
         families.setdefault(_family_of(spec), []).append(spec)
+    families = {family: specs for family, specs in families.items() if specs}
     for family, specs in families.items():
         losses.sections.append((FAMILY_TITLES.get(family, family.capitalize()), _loss_table(specs, "recloss."),
                                 [f"recloss.{spec.name}" for spec in specs]))
@@ -180,8 +182,9 @@ def check(pages: list[Page]) -> None:
             LOG.warning("%s has no docstring: the API reference would show nothing for it", path)
             continue
         if callable(obj) and hasattr(obj, "spec"):
-            missing = [p for p in inspect.signature(obj).parameters if f"\n    {p}:" not in "\n" + doc
-                       and not doc.startswith(f"{p}:")]
+            described = {line.strip().split(":")[0].lstrip("*") for line in doc.splitlines()
+                         if line.startswith("    ") and not line.startswith("     ") and ":" in line}
+            missing = [p for p in inspect.signature(obj).parameters if p not in described]
             if missing:
                 LOG.warning("%s: its docstring does not describe the parameters %s", path, missing)
 
@@ -206,6 +209,15 @@ def on_files(files: Files, config) -> Files:
         files.append(File.generated(config, page.path, content=page.markdown()))
     files.append(File.generated(config, "api/index.md", content=_index(_PAGES)))
     return files
+
+
+#: Sphinx roles in docstrings (``:func:`name```, read well by ``help``), as the rendered page shows them.
+_ROLE = re.compile(r":(?:func|class|data|mod|meth|attr|obj):(<code>)")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Drop the Sphinx role prefixes that docstrings keep for ``help()``: ``:class:`Report``` shows as code."""
+    return _ROLE.sub(r"\1", html)
 
 
 def _index(pages: list[Page]) -> str:
