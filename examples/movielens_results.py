@@ -6,7 +6,8 @@ the seeds) and the largest difference between TensorFlow Recommenders and reclos
 
     python examples/movielens_results.py --seeds 0 1 2 3 4 --out movielens.json
 
-``--out`` keeps the raw summaries (JSON); ``--table-from movielens.json`` prints the table again from them.
+``--out`` keeps the raw summaries (JSON), written after each run; an existing ``--out`` file is resumed (the
+runs it holds are not repeated). ``--table-from movielens.json`` prints the table again from them.
 """
 
 from __future__ import annotations
@@ -97,9 +98,12 @@ def main() -> None:
     if args.table_from:
         results = json.loads(args.table_from.read_text())
     else:
-        results = {}
+        results = json.loads(args.out.read_text()) if args.out and args.out.exists() else {}
         for label, script, env in RUNS:
+            done = {summary["config"]["seed"] for summary in results.get(label, [])}
             for seed in args.seeds:
+                if seed in done:
+                    continue
                 print(f"{label}: seed {seed}", file=sys.stderr, flush=True)
                 results.setdefault(label, []).append(run(script, env, seed))
                 if args.out:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
 from recloss import CATALOGUE
 from recloss.losses import METRICS
 
@@ -43,3 +45,24 @@ def test_no_internal_targets_or_issue_numbers_in_user_documentation():
     for page in pages:
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"\bissue \d+|\(issue \d+\)|targets? of issue|#\d{1,3}\b", text), page
+
+
+GUIDES = "".join((ROOT / "docs" / "guide" / name).read_text(encoding="utf-8") for name in ("losses.md", "ranking.md"))
+SIGNATURES = dict(re.findall(r"^\| `(\w+)\((.*?)\)` \|", GUIDES, flags=re.MULTILINE))
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_guide_tables_list_every_loss_with_its_defaults(name):
+    """The tables of the losses guide (docs/guide/losses.md, ranking.md) show each loss with its options'
+    defaults; the API reference is generated, these tables are written, hence the check."""
+    spec = CATALOGUE[name]
+    assert name in SIGNATURES, f"the guide's table has no row for {name}"
+    shown = dict(part.split("=", 1) for part in map(str.strip, SIGNATURES[name].split(",")) if "=" in part)
+    for option in spec.options:
+        if option.name in ("reduction",):
+            continue                      # stated once for every loss, above the table
+        if option.name in shown:
+            assert shown[option.name] == repr(option.default).replace("'", '"'), (name, option.name)
+        else:
+            assert option.name not in SIGNATURES[name], (name, option.name)
+            pytest.fail(f"the guide's table row of {name} omits the option {option.name}={option.default!r}")
