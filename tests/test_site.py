@@ -47,7 +47,10 @@ def built_site(tmp_path_factory) -> Path:
     session's shared temporary folder); the build's log is in ``build.log`` beside it."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent
+    # Under xdist each worker's temporary folder sits in the session's; without it, the session's folder is
+    # the test's own (its parent is shared by every session: a build found there would be stale).
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     site, log = shared / "recloss-site", shared / "recloss-site.json"
     with FileLock(str(log) + ".lock"):
         if not log.exists():
