@@ -18,6 +18,7 @@ one JSON line of results; the tests run one such process per group of pages (see
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -117,11 +118,14 @@ FRAMEWORKS = {"tensorflow_recommenders": "tf-keras", "keras": "keras", "tensorfl
 
 
 def frameworks_of(code: str) -> set[str]:
-    """The frameworks a piece of code imports."""
+    """The frameworks a piece of code imports (its import statements, read with ``ast``)."""
     found = set()
-    for module in re.findall(r"^\s*(?:import|from)\s+([\w.]+(?:\s*,\s*[\w.]+)*)", code, flags=re.M):
-        for name in re.split(r"\s*,\s*", module):
-            top = name.split(".")[0]
+    for node in ast.walk(ast.parse(code)):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        for name in names:
+            parts = name.split(".")
+            top = parts[1] if parts[0] == "recloss" and len(parts) > 1 else parts[0]   # recloss.torch imports torch
             if top in FRAMEWORKS:
                 found.add(FRAMEWORKS[top])
     return found

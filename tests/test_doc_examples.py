@@ -42,6 +42,9 @@ def test_markers_are_read(tmp_path, monkeypatch):
     page.write_text("<!-- docs-test: skip -->\n```python\npass\n```\n")
     with pytest.raises(ValueError, match="needs a reason"):
         doc_blocks.extract(page)
+    assert doc_blocks.frameworks_of("import os\nimport numpy as np, tensorflow as tf, tensorflow_recommenders as t\n"
+                                    "from jax import numpy\nimport recloss.torch") == {"tensorflow", "tf-keras",
+                                                                                         "jax", "torch"}
     results = doc_blocks.run_pages([[{"page": "p", "line": 1, "requires": [], "setup": "", "code": "1 / 0"},
                                      {"page": "p", "line": 5, "requires": [], "setup": "", "code": "pass"}]])
     assert [r["status"] for r in results] == ["failed", "skipped"] and "ZeroDivisionError" in results[0]["detail"]
