@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 import recloss
-from common import Config, TrainResult, batches, main
+from common import Config, TrainResult, Variant, batches, main
 from data import Interactions
 
 Params = dict[str, jax.Array]
@@ -41,15 +41,16 @@ TrainStep = Callable[..., tuple[Params, optax.OptState, jax.Array]]
 
 def make_train_step(optimizer: optax.GradientTransformation, temperature: float) -> TrainStep:
     """The jitted step: loss and gradients of a batch, then the optimiser's update. ``log_q`` is ``[B]`` or
-    None (no logQ correction; None is an empty pytree, so each choice compiles once)."""
+    None (no logQ correction), ``item_ids`` ``[B]`` or None (accidental hits kept); None is an empty pytree,
+    so each choice compiles once."""
 
     @jax.jit
     def train_step(params: Params, opt_state: optax.OptState, users: jax.Array, items: jax.Array,
-                   log_q: jax.Array | None) -> tuple[Params, optax.OptState, jax.Array]:
+                   log_q: jax.Array | None, item_ids: jax.Array | None) -> tuple[Params, optax.OptState, jax.Array]:
         def loss_fn(params: Params) -> jax.Array:
             query, candidate = towers(params, users, items)
             return recloss.sampled_softmax_loss(query, candidate, temperature=temperature, in_batch=True,
-                                                pos_ids=items, pos_log_q=log_q)
+                                                pos_ids=item_ids, pos_log_q=log_q)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -58,7 +59,7 @@ def make_train_step(optimizer: optax.GradientTransformation, temperature: float)
     return train_step
 
 
-def train(data: Interactions, config: Config, use_log_q: bool) -> TrainResult:
+def train(data: Interactions, config: Config, variant: Variant) -> TrainResult:
     params = init_params(jax.random.key(config.seed), data.num_users, data.num_items, config.dim)
     optimizer = optax.adam(config.learning_rate)
     opt_state = optimizer.init(params)
@@ -68,8 +69,9 @@ def train(data: Interactions, config: Config, use_log_q: bool) -> TrainResult:
     for _ in range(config.epochs):
         losses = []
         for batch in batches(data, config.batch_size, rng):
-            log_q = batch["log_q"] if use_log_q else None
-            params, opt_state, loss = train_step(params, opt_state, batch["user"], batch["item"], log_q)
+            log_q = batch["log_q"] if variant.log_q else None
+            item_ids = batch["item"] if variant.remove_hits else None
+            params, opt_state, loss = train_step(params, opt_state, batch["user"], batch["item"], log_q, item_ids)
             losses.append(loss)
         epoch_losses.append(float(np.mean(jax.device_get(losses))))
     everyone = towers(params, jnp.arange(data.num_users), jnp.arange(data.num_items))

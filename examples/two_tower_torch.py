@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import recloss.torch
-from common import Config, TrainResult, batches, main
+from common import Config, TrainResult, Variant, batches, main
 from data import Interactions
 
 
@@ -31,7 +31,7 @@ class TwoTower(torch.nn.Module):
         return F.normalize(self.users(users), dim=-1), F.normalize(self.items(items), dim=-1)
 
 
-def train(data: Interactions, config: Config, use_log_q: bool) -> TrainResult:
+def train(data: Interactions, config: Config, variant: Variant) -> TrainResult:
     torch.manual_seed(config.seed)
     model = TwoTower(data.num_users, data.num_items, config.dim)
     loss_fn = recloss.torch.SampledSoftmaxLoss(temperature=config.temperature, in_batch=True)
@@ -43,8 +43,8 @@ def train(data: Interactions, config: Config, use_log_q: bool) -> TrainResult:
         for batch in batches(data, config.batch_size, rng):
             users, items = torch.from_numpy(batch["user"]), torch.from_numpy(batch["item"])
             query, candidate = model(users, items)
-            log_q = torch.from_numpy(batch["log_q"]) if use_log_q else None
-            loss = loss_fn(query, candidate, pos_ids=items, pos_log_q=log_q)
+            log_q = torch.from_numpy(batch["log_q"]) if variant.log_q else None
+            loss = loss_fn(query, candidate, pos_ids=items if variant.remove_hits else None, pos_log_q=log_q)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

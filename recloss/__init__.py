@@ -4,7 +4,13 @@ Each loss takes tensors of one framework and returns a tensor of that framework 
 or takes NumPy arrays with ``backend=``. ``import recloss`` imports none of the frameworks.
 """
 
-from recloss import metrics  # the metrics' public functions (recloss.metrics.ndcg, ...), built from the catalogue
+from pathlib import Path as _Path
+
+from recloss import _source_tree
+
+_source_tree.install(_Path(__file__).parent)   # run from a checkout's root: recloss.backends is ../backends
+
+from recloss import metrics  # noqa: E402  (recloss.metrics.ndcg, ...), built from the catalogue
 from recloss._api import build as _build
 from recloss._dispatch import available_backends
 from recloss.errors import (BackendError, BackendUnavailableError, DTypeError, OptionError, ReclossError,

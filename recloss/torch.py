@@ -81,18 +81,18 @@ class LossModule(torch.nn.Module):
 
 
 def _docstring(spec: LossSpec) -> str:
-    lines = [spec.summary, "", f"The ``torch.nn.Module`` form of :func:`recloss.{spec.name}` (its docstring has "
-             "the math and the shapes).", "", "Math:", f"    {spec.math}", "", "Args (constructor):"]
+    lines = [spec.summary, "", f"The ``torch.nn.Module`` form of ``recloss.{spec.name}`` (its docstring has "
+             "the math and the shapes).", "", "Math:", f"    {spec.math}", "", "Args:"]
     lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options]
     if _native.has_temperature(spec):
         lines.append("    learn_temperature: learn the temperature through ``logit_scale = log(1 / T)``, an "
                      "``nn.Parameter`` initialised from ``temperature``" + (
                          "; with ``gather``, its gradient is averaged over the group in the backward (every "
                          "rank gets the one-process gradient, inside DDP or not)." if _gathers(spec) else "."))
-    lines += ["", "Args (forward):"]
-    lines += [f"    {a.name}: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
+    lines += ["", "Forward:"]
+    lines += [f"    - ``{a.name}``: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
               for a in spec.args]
-    lines += ["", "Returns:", f"    {spec.returns}"]
+    lines += [f"    - returns: {spec.returns}"]
     return "\n".join(lines)
 
 
