@@ -120,7 +120,7 @@ def check_counts(name: str, counts: Any, concrete: Callable[[Any], Any]) -> np.n
     values = np.asarray(values, np.float64)
     good = np.isfinite(values) & (values >= 0)
     if not np.all(good):
-        raise OptionError(f"{name}: `counts` must hold finite values >= 0, not all 0; got {values[~good][0]!r}")
+        raise OptionError(f"{name}: `counts` must hold finite values >= 0, not all 0; got {float(values[~good][0])!r}")
     if not np.any(values > 0):
         raise OptionError(f"{name}: `counts` must hold finite values >= 0, not all 0; got all 0")
     return values

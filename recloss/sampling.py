@@ -26,7 +26,7 @@ import numpy as np
 from recloss import _validate_sampling as check
 from recloss._dispatch import canonical_name, framework_of, load_backend, resolve_backend
 from recloss._validate import GATHER_ENGINES, gather_error, gather_requested, is_tensor_like
-from recloss.errors import DTypeError, OptionError, ShapeError
+from recloss.errors import BackendError, DTypeError, OptionError, ShapeError
 from recloss.kernels import sampling as kernel
 from recloss.kernels.sampling import EMPTY_LOG_Q, FrequencyState, Negatives, QueueState
 from recloss.reference import sampling as reference
@@ -161,9 +161,7 @@ def _candidates(name: str, kind: str, pos_ids: Any, num_sampled: Any, num_items:
     else:
         num_items = check.check_count(name, "num_items", num_items)
     pos_ids, counts = _array(pos_ids), _array(counts)
-    seed_framework = framework_of(seed) if seed is not None and not isinstance(seed, (int, np.integer)) else None
-    framework_objects = [seed] if seed_framework not in (None, "numpy") else []
-    backend_name = resolve_backend(name, backend, [x for x in (pos_ids, counts, *framework_objects) if x is not None])
+    backend_name = _sampler_backend(name, backend, [x for x in (pos_ids, counts) if x is not None], seed)
     module = None if backend_name == "numpy" else backend_module(backend_name)
     concrete = load_backend(backend_name).concrete
     check.check_ids(name, "pos_ids", pos_ids)
@@ -194,6 +192,27 @@ def _candidates(name: str, kind: str, pos_ids: Any, num_sampled: Any, num_items:
     neg_ids, neg_log_q, pos_log_q, _ = kernel.sample_candidates(
         ops, kernel.Sampler(kind, num_items, weights), rng, pos_ids, num_sampled, unique)
     return Candidates(neg_ids, neg_log_q, pos_log_q)
+
+
+#: The framework of a random state, by the top-level module of its type (a ``torch.Generator`` is no tensor).
+_RANDOM_STATE_FRAMEWORKS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax", "jaxlib": "jax"}
+
+
+def _sampler_backend(name: str, backend: str | None, tensors: list, seed: Any) -> str:
+    """The backend of a sampler call: :func:`recloss._dispatch.resolve_backend` over its tensors, where the
+    seed, when it is a framework's random state, counts as one more tensor of that framework."""
+    framework = None
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        framework = _RANDOM_STATE_FRAMEWORKS.get(type(seed).__module__.split(".")[0])
+    chosen = resolve_backend(name, backend, tensors)
+    found = {framework_of(x) for x in tensors} - {"numpy"}
+    if framework is None or framework == chosen:
+        return chosen
+    if backend is None and not found:
+        return framework
+    where = f"{chosen} ({type(tensors[0]).__module__}.{type(tensors[0]).__name__})" if found else f"backend={backend!r}"
+    raise BackendError(f"{name}: tensors of several frameworks in one call: {where}, {framework} (the seed, a "
+                       f"{type(seed).__module__}.{type(seed).__name__}); convert them to one framework first")
 
 
 def _check_unigram_support(name: str, counts: np.ndarray, distortion: float, pos_ids: Any, num_sampled: int,

@@ -285,9 +285,11 @@ def log_expected_count(ops: SamplingOps, log_q: Any, num_sampled: int, num_tries
     """log Q of candidates whose one-draw log probability is ``log_q``: ``log(n q)`` with replacement; unique,
     ``log(-expm1(T log1p(-q)))``, or ``log(n q)`` where ``T == n`` (TensorFlow's ``ExpectedCountHelper``)."""
     with_replacement = log_q + math.log(num_sampled)
-    if not unique:
+    if not unique or (isinstance(num_tries, (int, float)) and num_tries == num_sampled):
         return with_replacement
     rejected = ops.log(-ops.expm1(num_tries * ops.log1p(-ops.exp(log_q))))
+    if isinstance(num_tries, (int, float)):
+        return rejected
     return ops.where(num_tries == float(num_sampled), with_replacement, rejected)
 
 
