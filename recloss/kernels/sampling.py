@@ -176,7 +176,8 @@ EMPTY_LOG_Q = 3.4028234663852886e38
 
 def queue_push(ops: SamplingOps, state: QueueState, emb: Any, ids: Any, log_q: Any) -> QueueState:
     """The queue after pushing ``emb`` ``[n, D]`` (no gradient is kept), ``ids`` ``[n]`` and ``log_q`` ``[n]``
-    (0 where None): the last ``min(n, size)`` rows go to the slots ``head, head + 1, ...`` (mod ``size``)."""
+    (0 where None): row ``r`` goes to slot ``head + r`` (mod ``size``); of more than ``size`` rows only the last
+    ``size`` are written (the others would be overwritten)."""
     size = state.emb.shape[0]
     if size == 0:
         return state
@@ -187,7 +188,8 @@ def queue_push(ops: SamplingOps, state: QueueState, emb: Any, ids: Any, log_q: A
     start = rows - keep
     if not (isinstance(start, int) and start == 0):
         emb, ids, log_q = (None if x is None else x[start:] for x in (emb, ids, log_q))
-    positions = ops.mod(state.head + ops.arange(keep, "int32", state.head), size)
+    # Row r of the batch goes to slot head + r (mod size), as pushing the rows one by one would put it.
+    positions = ops.mod(state.head + start + ops.arange(keep, "int32", state.head), size)
     emb = ops.stop_gradient(ops.cast(emb, dtype_name(state.emb.dtype)))
     new_emb = ops.scatter_rows(state.emb, positions, emb)
     new_ids = state.ids
@@ -196,7 +198,7 @@ def queue_push(ops: SamplingOps, state: QueueState, emb: Any, ids: Any, log_q: A
     values = ops.full((keep,), 0.0, "float32", state.log_q) if log_q is None else ops.cast(
         ops.stop_gradient(log_q), "float32")
     new_log_q = ops.scatter_rows(state.log_q, positions, values)
-    head = ops.mod(state.head + keep, size)
+    head = ops.mod(state.head + rows, size)
     count = state.count + keep
     count = ops.where(count < size, count, size)
     return QueueState(new_emb, new_ids, new_log_q, ops.cast_int(head, "int32"), ops.cast_int(count, "int32"))
