@@ -87,7 +87,7 @@ class FrequencyEstimator(keras.layers.Layer):
     def call(self, ids: Any, training: bool | None = None) -> Any:
         name = "FrequencyEstimator"
         backend = _backend()
-        check.check_framework(name, "ids", ids, backend)
+        ids = ops.convert_to_tensor(ids)   # as Layer.__call__ converts its inputs (NumPy, other frameworks' tensors)
         check.check_ids(name, "ids", ids)
         log_q, new = sampling.frequency_step(name, backend, self.state, ids, self.gather, bool(training))
         if training:
@@ -145,11 +145,8 @@ class NegativeQueue(keras.layers.Layer):
     def push(self, emb: Any, ids: Any = None, log_q: Any = None) -> None:
         """Add a batch: ``emb`` ``[n, dim]``, ``ids`` ``[n]`` (required with ``track_ids``), ``log_q`` ``[n]``."""
         backend = _backend()
-        emb, ids, log_q = (None if x is None else ops.convert_to_tensor(x) if _is_numpy(x) else x
-                           for x in (emb, ids, log_q))
-        for argument, x in (("emb", emb), ("ids", ids), ("log_q", log_q)):
-            if x is not None:
-                check.check_framework("NegativeQueue.push", argument, x, backend)
+        # As Layer.__call__ does with a layer's inputs: arrays of any kind become tensors of the Keras backend.
+        emb, ids, log_q = (None if x is None else ops.convert_to_tensor(x) for x in (emb, ids, log_q))
         new = sampling.queue_step("NegativeQueue.push", backend, self.state, emb, ids, log_q, self.gather)
         for variable, value in zip(self._variables(), new):
             if variable is not None:
@@ -176,10 +173,6 @@ class NegativeQueue(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "size": self.size, "dim": self.dim, "track_ids": self.track_ids,
                 **({} if self.gather is None else {"gather": self.gather})}
-
-
-def _is_numpy(x: Any) -> bool:
-    return type(x).__module__ == "numpy"
 
 
 __all__ = ["FrequencyEstimator", "NegativeQueue"]

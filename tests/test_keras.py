@@ -26,7 +26,7 @@ pytest.importorskip("keras")
 CHECKS = Path(__file__).with_name("keras_fit_checks.py")
 FIT_CHECKS = ["retrieval_compute_loss_nojit", "retrieval_add_loss_nojit", "block_softmax_nojit",
               "generated_ranking_nojit", "retrieval_compute_loss_jit", "block_softmax_jit", "generated_ranking_jit",
-              "direct_calls"]
+              "direct_calls", "sampling_fit_nojit", "sampling_fit_jit", "sampling_layers_direct"]
 
 
 @pytest.fixture(scope="module", params=["tensorflow", "jax", "torch"])
