@@ -127,3 +127,33 @@ def is_random_state(seed: Any) -> bool:
 
 def convert(array: Any) -> jax.Array:
     return jnp.asarray(array)
+
+
+class _InvariantCollectives:
+    """The ``gather`` option's collectives for the estimator and the queue, whose state is replicated: the
+    gathered batch is marked invariant over the mesh axis (``lax.all_gather(..., to="invarying")``), so that a
+    state updated with it may leave ``shard_map`` with ``out_specs=P()`` while ``check_vma`` is on."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+
+    def sizes(self, counts: Any) -> Any:
+        return self.comm.sizes(counts)
+
+    def all_gather(self, x: jax.Array, sizes: Any) -> jax.Array:
+        if _GATHER_TO:
+            try:
+                return jax.lax.all_gather(x, self.comm.axis, axis=0, tiled=True, to="invarying")
+            except ValueError:   # a JAX that names it otherwise: the plain gather (shard_map with check_vma=False)
+                pass
+        return self.comm.all_gather(x, sizes)
+
+
+_GATHER_TO = "to" in __import__("inspect").signature(jax.lax.all_gather).parameters
+
+
+def _collectives(name: str, gather: Any) -> Any:
+    return _InvariantCollectives(JaxOps.collectives(name, gather))
+
+
+JaxSamplingOps.collectives = staticmethod(_collectives)  # type: ignore[method-assign]
