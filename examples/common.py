@@ -36,6 +36,9 @@ class Config:
     learning_rate: float = 0.01
     temperature: float = 0.1
     seed: int = 0
+    #: Where logQ comes from: "exact" (each item's share of the training log, known in advance) or "estimated"
+    #: (recloss' streaming frequency estimator, fed the batches' item ids during training).
+    log_q_source: str = "exact"
 
 
 FULL = Config(num_users=4000, num_items=3000, epochs=10, batch_size=512)
@@ -63,6 +66,9 @@ def parse_args(framework: str, argv: list[str] | None = None) -> argparse.Namesp
                         help=f"small data and few steps (CI): {SHORT.num_users} users x {SHORT.num_items} items")
     parser.add_argument("--logq", choices=("off", "on", "both"), default="both",
                         help="train without logQ correction, with it, or both (default)")
+    parser.add_argument("--logq-source", choices=("exact", "estimated", "both"), default="exact",
+                        help="logQ from the exact item frequencies of the training log (default), from recloss' "
+                             "streaming frequency estimator fed the training batches, or both (two models)")
     parser.add_argument("--epochs", type=int, help="override the number of epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the initialisation")
     return parser.parse_args(argv)
@@ -75,8 +81,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def batches(data: Interactions, batch_size: int, rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
-    """One epoch of shuffled training batches ``{"user", "item", "log_q"}`` (int64, int64, float32 ``[B]``).
-    The last incomplete batch is dropped, so that every step has the same shapes (one compilation)."""
+    """One epoch of shuffled training batches ``{"user", "item", "log_q"}`` (int64, int64, float32 ``[B]``;
+    ``log_q`` is the exact log share of each item in the training log). The last incomplete batch is dropped,
+    so that every step has the same shapes (one compilation)."""
     order = rng.permutation(len(data.train_items))
     log_q = data.item_log_q
     for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -136,6 +143,21 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 
 VARIANTS = {"off": [False], "on": [True], "both": [False, True]}
+SOURCES = {"exact": ["exact"], "estimated": ["estimated"], "both": ["exact", "estimated"]}
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, str, bool, str]]:
+    """``(table name, JSON key, use_log_q, log_q_source)`` of each model to train."""
+    out = []
+    for use_log_q in VARIANTS[args.logq]:
+        if not use_log_q:
+            out.append(("in-batch softmax", "no_logq", False, "exact"))
+            continue
+        for source in SOURCES[args.logq_source]:
+            estimated = source == "estimated"
+            out.append(("in-batch softmax + logQ" + (" (estimated)" if estimated else ""),
+                        "logq_estimated" if estimated else "logq", True, source))
+    return out
 
 
 def main(framework: str, train: TrainFn, backend: str, argv: list[str] | None = None) -> dict[str, Any]:
@@ -150,16 +172,14 @@ def main(framework: str, train: TrainFn, backend: str, argv: list[str] | None = 
     popularity = evaluate(popularity_scores(data), data, backend)
     rows = {"popularity": popularity}
     runs = {}
-    for use_log_q in VARIANTS[args.logq]:
-        name = "in-batch softmax" + (" + logQ" if use_log_q else "")
+    for name, key, use_log_q, source in variants(args):
         start = time.perf_counter()
-        result = train(data, config, use_log_q)
+        result = train(data, replace(config, log_q_source=source), use_log_q)
         seconds = time.perf_counter() - start
         losses = " ".join(f"{loss:.4f}" for loss in result.epoch_losses)
         print(f"{name}: loss per epoch {losses} ({seconds:.1f} s)", flush=True)
         rows[name] = evaluate(result.user_embeddings @ result.item_embeddings.T, data, backend)
-        runs["logq" if use_log_q else "no_logq"] = {"epoch_losses": result.epoch_losses, "metrics": rows[name],
-                                                    "train_seconds": seconds}
+        runs[key] = {"epoch_losses": result.epoch_losses, "metrics": rows[name], "train_seconds": seconds}
     print(table(rows))
     summary = {"framework": framework, "mode": "short" if args.short else "full", "config": asdict(config),
                "popularity": popularity, "runs": runs}

@@ -71,8 +71,8 @@ class JaxSamplingOps(JaxOps):
         return x[index]
 
     @staticmethod
-    def bincount(index: jax.Array, length: int, dtype: str) -> jax.Array:
-        return jnp.zeros(length, dtype).at[index].add(1.0)
+    def bincount(index: jax.Array, length: int, weight: jax.Array) -> jax.Array:
+        return jnp.zeros(length, weight.dtype).at[index].add(weight)
 
     @staticmethod
     def scatter_rows(x: jax.Array, index: jax.Array, rows: jax.Array) -> jax.Array:

@@ -62,8 +62,8 @@ class TensorFlowSamplingOps(TensorFlowOps):
         return tf.gather(x, index)
 
     @staticmethod
-    def bincount(index: tf.Tensor, length: int, dtype: str) -> tf.Tensor:
-        return tf.math.unsorted_segment_sum(tf.ones(tf.shape(index), dtype), index, length)
+    def bincount(index: tf.Tensor, length: int, weight: tf.Tensor) -> tf.Tensor:
+        return tf.math.unsorted_segment_sum(tf.fill(tf.shape(index), weight), index, length)
 
     @staticmethod
     def scatter_rows(x: tf.Tensor, index: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:

@@ -65,9 +65,9 @@ class TorchSamplingOps(TorchOps):
         return x[index]
 
     @staticmethod
-    def bincount(index: torch.Tensor, length: int, dtype: str) -> torch.Tensor:
-        out = torch.zeros(length, dtype=getattr(torch, dtype), device=index.device)
-        return out.index_add_(0, index, torch.ones(index.shape, dtype=out.dtype, device=index.device))
+    def bincount(index: torch.Tensor, length: int, weight: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(length, dtype=weight.dtype, device=index.device)
+        return out.index_add_(0, index, weight.expand(index.shape))
 
     @staticmethod
     def scatter_rows(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ class SamplingOps(Ops, Protocol):
     def arange(self, n: Any, dtype: str, like: Any) -> Any: ...   # on like's device
     def full(self, shape: tuple, value: float, dtype: str, like: Any) -> Any: ...
     def take(self, x: Any, index: Any) -> Any: ...        # x[index] along axis 0
-    def bincount(self, index: Any, length: int, dtype: str) -> Any: ...   # counts of index values, floats
+    def bincount(self, index: Any, length: int, weight: Any) -> Any: ...  # weight (0-d) times the count of each
+    #                                                                         index value, in weight's dtype
     def scatter_rows(self, x: Any, index: Any, rows: Any) -> Any: ...     # a copy of x with x[index] = rows
     def reshape(self, x: Any, shape: tuple) -> Any: ...
     def stack(self, xs: list, axis: int) -> Any: ...
@@ -132,8 +133,9 @@ def frequency_update(ops: SamplingOps, state: FrequencyState, words: tuple[Any, 
     num_hashes, num_buckets = counts.shape
     indices = bucket_indices(ops, words, num_hashes, num_buckets)
     index = indices[0] if num_hashes == 1 else ops.concat(indices, 0)
-    seen = ops.reshape(ops.bincount(index, num_hashes * num_buckets, "float32"), (num_hashes, num_buckets))
-    counts = (counts - counts * decay) + seen * decay
+    # n * decay, summed decay by decay: every partial sum is a multiple of a power of two, hence exact.
+    seen = ops.reshape(ops.bincount(index, num_hashes * num_buckets, decay), (num_hashes, num_buckets))
+    counts = (counts - counts * decay) + seen
     counts = ops.where(counts < SMALLEST_COUNT, 0.0, counts)
     return FrequencyState(counts, (norm - norm * decay) + decay, decay)
 
