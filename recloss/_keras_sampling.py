@@ -35,7 +35,7 @@ def _read(variable: Any) -> Any:
 def _ids_dtype() -> str:
     if _backend() == "jax":
         import jax
-        return "int64" if jax.config.jax_enable_x64 else "int32"
+        return "int64" if jax.config.jax_enable_x64 else "int32"  # type: ignore[attr-defined]
     return "int64"
 
 
@@ -116,7 +116,7 @@ class NegativeQueue(keras.layers.Layer):
     ``gather=True`` (inside ``strategy.run``) every replica pushes the global batch and all queues stay
     identical. Variables (non-trainable): ``emb`` ``[size, dim]`` (the layer's variable dtype), ``ids``
     ``[size]`` (int64; int32 on JAX without x64; with ``track_ids``), ``log_q`` ``[size]`` float32, ``head``,
-    ``count``.
+    ``filled``.
     """
 
     def __init__(self, size: int, dim: int, *, track_ids: bool = True, gather: Any = None, name: str | None = None,
@@ -132,11 +132,11 @@ class NegativeQueue(keras.layers.Layer):
                                    **state) if track_ids else None
         self.log_q = self.add_weight(shape=(size,), initializer="zeros", name="log_q", dtype="float32", **state)
         self.head = self.add_weight(shape=(), initializer="zeros", name="head", dtype="int32", **state)
-        self.count = self.add_weight(shape=(), initializer="zeros", name="count", dtype="int32", **state)
+        self.filled = self.add_weight(shape=(), initializer="zeros", name="filled", dtype="int32", **state)
         self.built = True
 
     def _variables(self) -> tuple:
-        return (self.emb, self.ids, self.log_q, self.head, self.count)
+        return (self.emb, self.ids, self.log_q, self.head, self.filled)
 
     @property
     def state(self) -> QueueState:

@@ -44,7 +44,7 @@ def torch_classes() -> dict[str, tuple[str, list[str], list[Method]]]:
             "A queue of the last ``size`` candidates pushed, handed to the softmax losses as shared negatives "
             "(``torch.nn.Module``, state in buffers).",
             ["emb: torch.Tensor", "ids: torch.Tensor | None", "log_q: torch.Tensor", "head: torch.Tensor",
-             "count: torch.Tensor", "gather: Any", "track_ids: bool", "@property\ndef state(self) -> QueueState: ..."],
+             "filled: torch.Tensor", "gather: Any", "track_ids: bool", "@property\ndef state(self) -> QueueState: ..."],
             [Method("__init__", QUEUE_SIZE + [Param("dtype", "torch.dtype", ...), Param("track_ids", "bool", True),
                                               Param("gather", GATHER, None)], "None"),
              Method("push", push, "None"), Method("negatives", [], "Negatives"),

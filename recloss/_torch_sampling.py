@@ -88,8 +88,14 @@ class NegativeQueue(torch.nn.Module):
     loss (see :func:`recloss.sampling.queue_negatives`); a queue of size 0 gives the plain in-batch loss.
     With ``gather`` (True or a process group) every rank pushes the global batch and all queues stay
     identical. Buffers: ``emb`` ``[size, dim]`` (``dtype``), ``ids`` ``[size]`` int64 (with ``track_ids``),
-    ``log_q`` ``[size]`` float32, ``head`` and ``count``.
+    ``log_q`` ``[size]`` float32, ``head`` and ``filled`` (int32).
     """
+
+    emb: torch.Tensor
+    ids: torch.Tensor | None
+    log_q: torch.Tensor
+    head: torch.Tensor
+    filled: torch.Tensor
 
     def __init__(self, size: int, dim: int, *, dtype: torch.dtype = torch.float32, track_ids: bool = True,
                  gather: Any = None) -> None:
@@ -105,11 +111,11 @@ class NegativeQueue(torch.nn.Module):
         self.register_buffer("ids", torch.zeros(size, dtype=torch.int64) if track_ids else None)
         self.register_buffer("log_q", torch.zeros(size))
         self.register_buffer("head", torch.zeros((), dtype=torch.int32))
-        self.register_buffer("count", torch.zeros((), dtype=torch.int32))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.int32))
 
     @property
     def state(self) -> QueueState:
-        return QueueState(self.emb, self.ids, self.log_q, self.head, self.count)
+        return QueueState(self.emb, self.ids, self.log_q, self.head, self.filled)
 
     def push(self, emb: torch.Tensor, ids: torch.Tensor | None = None, log_q: torch.Tensor | None = None) -> None:
         """Add a batch: ``emb`` ``[n, dim]``, ``ids`` ``[n]`` (required with ``track_ids``), ``log_q`` ``[n]``."""
@@ -119,7 +125,7 @@ class NegativeQueue(torch.nn.Module):
                 check.check_framework("NegativeQueue.push", argument, x, "torch")
         with torch.no_grad():
             new = sampling.queue_step("NegativeQueue.push", "torch", self.state, emb, ids, log_q, self.gather)
-            for buffer, value in zip((self.emb, self.ids, self.log_q, self.head, self.count), new):
+            for buffer, value in zip((self.emb, self.ids, self.log_q, self.head, self.filled), new):
                 if buffer is not None:
                     buffer.copy_(value)
 

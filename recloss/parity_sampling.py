@@ -140,7 +140,7 @@ def _queue_check(backend: str, device: str, seed: int) -> tuple[float, list[str]
         state = sampling.queue_push(state, _to(backend, device, emb), ids, _to(backend, device, log_q))
         expected = reference.queue_push(expected, emb, ids, log_q)
         got, want = sampling.queue_negatives(state), reference.queue_negatives(expected)
-        if not all(np.array_equal(_numpy(a), b) for a, b in zip(got, want)):
+        if not all(np.array_equal(_numpy(a), np.asarray(b)) for a, b in zip(got, want)):
             failures.append(f"after a push of {rows} rows the negatives differ from the reference")
     return 0.0, failures
 

@@ -62,14 +62,17 @@ def backend_module(name: str) -> Any:
     if module is not None:
         return module
     load_backend(name)   # BackendUnavailableError with the install command where the framework is missing
+    # Import statements, not importlib: torch.compile(fullgraph=True) follows them (see recloss._dispatch).
     if name == "torch":
-        from recloss.backends.torch import sampling as module
+        from recloss.backends.torch import sampling as torch_sampling
+        _SAMPLING_MODULES[name] = torch_sampling
     elif name == "jax":
-        from recloss.backends.jax import sampling as module
+        from recloss.backends.jax import sampling as jax_sampling
+        _SAMPLING_MODULES[name] = jax_sampling
     else:
-        from recloss.backends.tensorflow import sampling as module
-    _SAMPLING_MODULES[name] = module
-    return module
+        from recloss.backends.tensorflow import sampling as tensorflow_sampling
+        _SAMPLING_MODULES[name] = tensorflow_sampling
+    return _SAMPLING_MODULES[name]
 
 
 def _array(x: Any) -> Any:
@@ -78,7 +81,7 @@ def _array(x: Any) -> Any:
 
 def _jax_x64() -> bool:
     import jax
-    return bool(jax.config.jax_enable_x64)
+    return bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
 
 
 def _framework_ids(name: str, argument: str, backend: str, ids: Any, device_of: Any = None,
@@ -336,7 +339,7 @@ def queue_init(size: int, dim: int, *, dtype: str = "float32", track_ids: bool =
                backend: str = "jax") -> QueueState:
     """An empty queue of ``size`` candidates of dimension ``dim``: :class:`QueueState` ``(emb [size, dim] of
     dtype, ids [size] (int64; int32 in JAX without x64) or None without ``track_ids``, log_q [size] float32,
-    head, count)``."""
+    head, filled)``."""
     size, dim, track_ids = check_queue_options("queue_init", size, dim, track_ids)
     if dtype not in ("float16", "bfloat16", "float32", "float64"):
         raise OptionError(f"queue_init: `dtype` must be one of 'float16', 'bfloat16', 'float32', 'float64'; got "
@@ -354,7 +357,7 @@ def queue_init(size: int, dim: int, *, dtype: str = "float32", track_ids: bool =
 
 def _queue_state(name: str, state: Any, *tensors: Any) -> tuple[QueueState, str]:
     if not (isinstance(state, tuple) and len(state) == 5 and is_tensor_like(state[0]) and len(state[0].shape) == 2):
-        raise OptionError(f"{name}: `state` must be a QueueState (emb, ids, log_q, head, count), as queue_init "
+        raise OptionError(f"{name}: `state` must be a QueueState (emb, ids, log_q, head, filled), as queue_init "
                           f"returns; got {type(state).__name__}")
     state = QueueState(*state)
     return state, resolve_backend(name, None, [x for x in (*state, *tensors) if x is not None])

@@ -488,7 +488,7 @@ class NegativeQueue(torch.nn.Module):
     ids: torch.Tensor | None
     log_q: torch.Tensor
     head: torch.Tensor
-    count: torch.Tensor
+    filled: torch.Tensor
     gather: Any
     track_ids: bool
     @property

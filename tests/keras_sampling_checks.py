@@ -74,7 +74,7 @@ def check_fit(jit: bool) -> None:
     for ids, log_q in zip(pushed_ids, pushed_log_q):
         queue = reference.queue_push(queue, np.zeros((len(ids), DIM)), ids, log_q)
     held = model.queue.negatives()
-    assert np.array_equal(_numpy(held.neg_ids), queue.ids) and int(_numpy(model.queue.count)) == SIZE
+    assert np.array_equal(_numpy(held.neg_ids), queue.ids) and int(_numpy(model.queue.filled)) == SIZE
     np.testing.assert_allclose(_numpy(held.neg_log_q), queue.log_q, rtol=0, atol=1e-6)
     before = [_numpy(v).copy() for v in model.log_q.weights + model.queue.weights]
     model.log_q(items[:5], training=False)

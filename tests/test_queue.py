@@ -129,14 +129,14 @@ def test_torch_module_holds_before_pushing_keeps_no_gradient_and_compiles():
     import recloss.torch
 
     queue = recloss.torch.NegativeQueue(5, DIM)
-    assert set(queue.state_dict()) == {"emb", "ids", "log_q", "head", "count"}
+    assert set(queue.state_dict()) == {"emb", "ids", "log_q", "head", "filled"}
     emb = torch.randn(3, DIM, requires_grad=True)
     held = queue(emb, torch.tensor([1, 2, 3]), torch.zeros(3))
-    assert torch.all(held.neg_log_q == sampling.EMPTY_LOG_Q) and int(queue.count) == 3   # held: before the push
+    assert torch.all(held.neg_log_q == sampling.EMPTY_LOG_Q) and int(queue.filled) == 3   # held: before the push
     assert not queue.emb.requires_grad and torch.equal(queue.emb[:3], emb.detach())
     queue.eval()
     queue(torch.randn(2, DIM), torch.tensor([4, 5]))
-    assert int(queue.count) == 3                                                      # eval: no push
+    assert int(queue.filled) == 3                                                      # eval: no push
     queue.train()
     compiled = torch.compile(queue, fullgraph=True)
     eager = recloss.torch.NegativeQueue(5, DIM)
@@ -177,7 +177,7 @@ def test_jax_jit_and_no_gradient_through_the_queue():
                                                                                pos_ids=ids, neg_ids=ids))(pos)
     np.testing.assert_allclose(value, want, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(g_pos), np.asarray(want_pos), rtol=1e-5, atol=1e-7)
-    assert int(state.count) == 4 and np.array_equal(np.asarray(state.ids[:4]), np.arange(4))
+    assert int(state.filled) == 4 and np.array_equal(np.asarray(state.ids[:4]), np.arange(4))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from recloss.backends.jax import JaxOps
 
 
 def _x64() -> bool:
-    return bool(jax.config.jax_enable_x64)
+    return bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
 
 
 class JaxSamplingOps(JaxOps):

@@ -153,13 +153,13 @@ def gather_words(comm: Any, words: tuple[Any, Any], count: Any) -> tuple[Any, An
 class QueueState(NamedTuple):
     """A ring of the last ``size`` pushed candidates: ``emb`` ``[size, D]``, ``ids`` ``[size]`` (or None when
     the queue keeps no ids), ``log_q`` ``[size]`` float32, ``head`` (the slot the next candidate goes to) and
-    ``count`` (the filled slots, at most ``size``), int32 scalars."""
+    ``filled`` (the number of filled slots, at most ``size``), int32 scalars."""
 
     emb: Any
     ids: Any
     log_q: Any
     head: Any
-    count: Any
+    filled: Any
 
 
 class Negatives(NamedTuple):
@@ -201,16 +201,16 @@ def queue_push(ops: SamplingOps, state: QueueState, emb: Any, ids: Any, log_q: A
         ops.stop_gradient(log_q), "float32")
     new_log_q = ops.scatter_rows(state.log_q, positions, values)
     head = ops.mod(state.head + rows, size)
-    count = state.count + keep
-    count = ops.where(count < size, count, size)
-    return QueueState(new_emb, new_ids, new_log_q, ops.cast_int(head, "int32"), ops.cast_int(count, "int32"))
+    filled = state.filled + keep
+    filled = ops.where(filled < size, filled, size)
+    return QueueState(new_emb, new_ids, new_log_q, ops.cast_int(head, "int32"), ops.cast_int(filled, "int32"))
 
 
 def queue_negatives(ops: SamplingOps, state: QueueState) -> Negatives:
     """Every slot, ``[size, D]``: the filled ones as pushed, the empty ones with a zero embedding and log Q
     :data:`EMPTY_LOG_Q` (they add exactly nothing to a softmax loss)."""
     size = state.emb.shape[0]
-    filled = ops.arange(size, "int32", state.count) < state.count
+    filled = ops.arange(size, "int32", state.filled) < state.filled
     return Negatives(state.emb, state.ids, ops.where(filled, state.log_q, EMPTY_LOG_Q))
 
 

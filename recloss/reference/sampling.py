@@ -52,7 +52,7 @@ def frequency_init(num_buckets: int, num_hashes: int, decay: float, dtype: str =
                           np.asarray(decay, dtype=dtype))
 
 
-def frequency_log_q(state: FrequencyState, ids: Any) -> np.ndarray:
+def frequency_log_q(state: Any, ids: Any) -> np.ndarray:
     """log(max(min_k counts[k, h_k(id)], decay) / max(norm, decay)) per id, float64."""
     counts, norm, decay = state
     num_hashes, num_buckets = counts.shape
@@ -64,7 +64,7 @@ def frequency_log_q(state: FrequencyState, ids: Any) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def frequency_update(state: FrequencyState, ids: Any) -> FrequencyState:
+def frequency_update(state: Any, ids: Any) -> FrequencyState:
     """counts <- counts - counts * decay + (occurrences in this step) * decay (then 0 below 2**-100); norm
     likewise with 1 occurrence."""
     counts, norm, decay = state
@@ -78,7 +78,7 @@ def frequency_update(state: FrequencyState, ids: Any) -> FrequencyState:
     return FrequencyState(counts, (norm - norm * decay) + decay, decay)
 
 
-def frequency_step(state: FrequencyState, ids: Any) -> tuple[np.ndarray, FrequencyState]:
+def frequency_step(state: Any, ids: Any) -> tuple[np.ndarray, FrequencyState]:
     """A training step: the ids' log Q read from the previous steps, then the update with them."""
     return frequency_log_q(state, ids), frequency_update(state, ids)
 
@@ -92,7 +92,7 @@ class QueueState(NamedTuple):
     ids: np.ndarray | None
     log_q: np.ndarray
     head: np.ndarray
-    count: np.ndarray
+    filled: np.ndarray
 
 
 EMPTY_LOG_Q = float(np.finfo(np.float32).max)
@@ -103,23 +103,23 @@ def queue_init(size: int, dim: int, dtype: str = "float32", track_ids: bool = Tr
                       np.zeros(size, np.float32), np.zeros((), np.int32), np.zeros((), np.int32))
 
 
-def queue_push(state: QueueState, emb: Any, ids: Any = None, log_q: Any = None) -> QueueState:
+def queue_push(state: Any, emb: Any, ids: Any = None, log_q: Any = None) -> QueueState:
     """Each row in turn goes to slot ``head``, which then moves on by one (mod size)."""
     size = state.emb.shape[0]
     emb_, ids_, log_q_ = state.emb.copy(), None if state.ids is None else state.ids.copy(), state.log_q.copy()
-    head, count = int(state.head), int(state.count)
+    head, filled = int(state.head), int(state.filled)
     for row in range(len(emb)) if size else ():
         emb_[head] = emb[row]
         if ids_ is not None:
             ids_[head] = ids[row]
         log_q_[head] = 0.0 if log_q is None else log_q[row]
-        head, count = (head + 1) % size, min(count + 1, size)
-    return QueueState(emb_, ids_, log_q_, np.asarray(head, np.int32), np.asarray(count, np.int32))
+        head, filled = (head + 1) % size, min(filled + 1, size)
+    return QueueState(emb_, ids_, log_q_, np.asarray(head, np.int32), np.asarray(filled, np.int32))
 
 
-def queue_negatives(state: QueueState) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def queue_negatives(state: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     log_q = state.log_q.copy()
-    log_q[int(state.count):] = EMPTY_LOG_Q
+    log_q[int(state.filled):] = EMPTY_LOG_Q
     return state.emb, state.ids, log_q
 
 
