@@ -156,12 +156,14 @@ def draw(kind: str, num_sampled: int, num_items: int, unique: bool, rng: np.rand
     seen: set[int] = set()
     tries = 0
     while len(picked) < num_sampled:
-        value = int(rng.choice(num_items, p=q / q.sum()))
-        tries += 1
-        if unique and value in seen:
-            continue
-        seen.add(value)
-        picked.append(value)
+        for value in rng.choice(num_items, size=num_sampled, p=q / q.sum()).tolist():   # i.i.d. draws, in turn
+            tries += 1
+            if unique and value in seen:
+                continue
+            seen.add(value)
+            picked.append(value)
+            if len(picked) == num_sampled:
+                break
     return np.asarray(picked, np.int64), tries
 
 
