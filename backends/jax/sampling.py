@@ -4,6 +4,7 @@ key (``jax.random.fold_in(key, stream)`` per draw, so one key serves a whole cal
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import jax
@@ -15,6 +16,30 @@ from recloss.backends.jax import JaxOps
 
 def _x64() -> bool:
     return bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
+
+
+#: Whether this JAX's ``lax.all_gather`` can mark its result invariant over the axis (``to=``).
+_GATHER_TO = "to" in inspect.signature(jax.lax.all_gather).parameters
+
+
+class _InvariantCollectives:
+    """The ``gather`` option's collectives for the estimator and the queue, whose state is replicated: the
+    gathered batch is marked invariant over the mesh axis (``lax.all_gather(..., to="invarying")``), so that a
+    state updated with it may leave ``shard_map`` with ``out_specs=P()`` while ``check_vma`` is on."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+
+    def sizes(self, counts: Any) -> Any:
+        return self.comm.sizes(counts)
+
+    def all_gather(self, x: jax.Array, sizes: Any) -> jax.Array:
+        if _GATHER_TO:
+            try:
+                return jax.lax.all_gather(x, self.comm.axis, axis=0, tiled=True, to="invarying")
+            except ValueError:   # a JAX that names it otherwise: the plain gather (shard_map with check_vma=False)
+                pass
+        return self.comm.all_gather(x, sizes)
 
 
 class JaxSamplingOps(JaxOps):
@@ -101,6 +126,11 @@ class JaxSamplingOps(JaxOps):
         return jnp.searchsorted(sorted_, values, side="right")
 
     @staticmethod
+    def collectives(loss: str, gather: Any) -> Any:
+        """The ``gather`` option's collectives, with the gathered batch invariant over the axis."""
+        return _InvariantCollectives(JaxOps.collectives(loss, gather))
+
+    @staticmethod
     def uniform(rng: Any, shape: tuple, dtype: str, stream: int) -> jax.Array:
         return jax.random.uniform(jax.random.fold_in(rng, stream), shape, dtype)
 
@@ -128,32 +158,3 @@ def is_random_state(seed: Any) -> bool:
 def convert(array: Any) -> jax.Array:
     return jnp.asarray(array)
 
-
-class _InvariantCollectives:
-    """The ``gather`` option's collectives for the estimator and the queue, whose state is replicated: the
-    gathered batch is marked invariant over the mesh axis (``lax.all_gather(..., to="invarying")``), so that a
-    state updated with it may leave ``shard_map`` with ``out_specs=P()`` while ``check_vma`` is on."""
-
-    def __init__(self, comm: Any) -> None:
-        self.comm = comm
-
-    def sizes(self, counts: Any) -> Any:
-        return self.comm.sizes(counts)
-
-    def all_gather(self, x: jax.Array, sizes: Any) -> jax.Array:
-        if _GATHER_TO:
-            try:
-                return jax.lax.all_gather(x, self.comm.axis, axis=0, tiled=True, to="invarying")
-            except ValueError:   # a JAX that names it otherwise: the plain gather (shard_map with check_vma=False)
-                pass
-        return self.comm.all_gather(x, sizes)
-
-
-_GATHER_TO = "to" in __import__("inspect").signature(jax.lax.all_gather).parameters
-
-
-def _collectives(name: str, gather: Any) -> Any:
-    return _InvariantCollectives(JaxOps.collectives(name, gather))
-
-
-JaxSamplingOps.collectives = staticmethod(_collectives)  # type: ignore[method-assign]
