@@ -54,15 +54,26 @@ class Variant:
 
     log_q: bool
     remove_hits: bool = True
+    #: Where logQ comes from: "exact" (each item's share of the training log, known in advance) or "estimated"
+    #: (recloss' streaming frequency estimator, fed the batches' item ids during training).
+    log_q_source: str = "exact"
+
+    @property
+    def estimated(self) -> bool:
+        """Whether the run corrects by logQ estimated during training."""
+        return self.log_q and self.log_q_source == "estimated"
 
     @property
     def key(self) -> str:
-        """The run's key in the JSON summary: ``no_logq``, ``logq``, ``no_logq_hits_kept``, ``logq_hits_kept``."""
-        return ("logq" if self.log_q else "no_logq") + ("" if self.remove_hits else "_hits_kept")
+        """The run's key in the JSON summary: ``no_logq``, ``logq``, ``logq_estimated``, ``no_logq_hits_kept``,
+        ``logq_hits_kept``, ``logq_estimated_hits_kept``."""
+        return (("logq" if self.log_q else "no_logq") + ("_estimated" if self.estimated else "")
+                + ("" if self.remove_hits else "_hits_kept"))
 
     @property
     def label(self) -> str:
-        return "in-batch softmax" + (" + logQ" if self.log_q else "") + ("" if self.remove_hits else ", hits kept")
+        return ("in-batch softmax" + (" + logQ" if self.log_q else "") + (" (estimated)" if self.estimated else "")
+                + ("" if self.remove_hits else ", hits kept"))
 
 
 @dataclass
@@ -92,6 +103,9 @@ def parse_args(framework: str, argv: list[str] | None = None) -> argparse.Namesp
                         help="train without logQ correction, with it, or both (default)")
     parser.add_argument("--hits", choices=("off", "on", "both"), default="on",
                         help="accidental-hit removal: off, on (default) or both")
+    parser.add_argument("--logq-source", choices=("exact", "estimated", "both"), default="exact",
+                        help="logQ from the exact item frequencies of the training log (default), from recloss' "
+                             "streaming frequency estimator fed the training batches, or both (two models)")
     parser.add_argument("--epochs", type=int, help="override the number of epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the initialisation")
     return parser.parse_args(argv)
@@ -168,11 +182,13 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 
 SWITCHES = {"off": [False], "on": [True], "both": [False, True]}
+SOURCES = {"exact": ["exact"], "estimated": ["estimated"], "both": ["exact", "estimated"]}
 
 
 def variants(args: argparse.Namespace) -> list[Variant]:
     """The variants the command line asks for, without logQ first."""
-    return [Variant(log_q, hits) for hits in SWITCHES[args.hits][::-1] for log_q in SWITCHES[args.logq]]
+    return [Variant(log_q, hits, source) for hits in SWITCHES[args.hits][::-1] for log_q in SWITCHES[args.logq]
+            for source in (SOURCES[args.logq_source] if log_q else ["exact"])]
 
 
 def load_data(args: argparse.Namespace, config: Config) -> tuple[Interactions, Config]:

@@ -3,7 +3,8 @@
 
 In-batch sampled softmax: each user's positive item is scored against the other rows' items, accidental hits
 (another row holding the same item) are removed by id, and with ``--logq on`` each candidate's logit is
-corrected by ``log q`` (its share of the training log). The task is called from ``Model.compute_loss``, so
+corrected by ``log q`` (its share of the training log; with ``--logq-source estimated``, estimated during training
+by the layer ``recloss.keras.FrequencyEstimator``). The task is called from ``Model.compute_loss``, so
 ``compile``/``fit`` train the model as any Keras model. Run
 ``KERAS_BACKEND=jax python examples/two_tower_keras.py`` (add ``--short`` for a few-second run); see
 ``common.py`` for the data, the evaluation and the options.
@@ -32,6 +33,8 @@ class TwoTower(keras.Model):
         self.items = keras.layers.Embedding(num_items, dim, embeddings_initializer=init)
         self.task = recloss.keras.Retrieval(temperature=temperature, in_batch=True)
         self.variant = variant
+        # logQ estimated from the stream of training ids (non-trainable state, updated by fit), or exact.
+        self.log_q = recloss.keras.FrequencyEstimator() if variant.estimated else None
 
     def build(self, input_shape: dict[str, Any]) -> None:
         """Create the embedding tables (``fit`` builds the model from the input shapes before the first step)."""
@@ -44,7 +47,9 @@ class TwoTower(keras.Model):
     def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
                      training: bool = True) -> Any:
         query, candidate = y_pred
-        log_q = x["log_q"] if self.variant.log_q else None
+        log_q = None
+        if self.variant.log_q:
+            log_q = self.log_q(x["item"], training=training) if self.log_q is not None else x["log_q"]
         item_ids = x["item"] if self.variant.remove_hits else None
         return self.task(query, candidate, pos_ids=item_ids, pos_log_q=log_q)
 

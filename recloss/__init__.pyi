@@ -9,6 +9,7 @@ from typing import Literal
 
 from recloss._typing import ArrayLike, Tensor, TensorLike
 from recloss import metrics as metrics
+from recloss import sampling as sampling
 from recloss._dispatch import available_backends as available_backends
 from recloss.errors import BackendError as BackendError
 from recloss.errors import BackendUnavailableError as BackendUnavailableError
@@ -768,6 +769,7 @@ __all__ = [
     'pairwise_soft_zero_one_loss',
     'pointwise_sigmoid_loss',
     'metrics',
+    'sampling',
     'available_backends',
     'validate',
     'validate_distributed',

@@ -224,3 +224,8 @@ _LOSSES = {spec.name: loss_class(spec, getattr(recloss, spec.name))
 globals().update({cls.__name__: cls for cls in _LOSSES.values()})
 
 __all__ = ["Retrieval", "ReclossLoss", "loss_class", *sorted(cls.__name__ for cls in _LOSSES.values())]
+
+# The streaming frequency estimator and the negative queue (state in variables; not generated from the catalogue).
+from recloss._keras_sampling import FrequencyEstimator, NegativeQueue  # noqa: E402
+
+__all__ += ["FrequencyEstimator", "NegativeQueue"]

@@ -121,3 +121,8 @@ _CLASSES = {spec.name: module_class(spec, getattr(recloss, spec.name)) for spec 
 globals().update({cls.__name__: cls for cls in _CLASSES.values()})
 
 __all__ = ["LossModule", *sorted(cls.__name__ for cls in _CLASSES.values())]
+
+# The streaming frequency estimator and the negative queue (state in buffers; not generated from the catalogue).
+from recloss._torch_sampling import FrequencyEstimator, NegativeQueue  # noqa: E402
+
+__all__ += ["FrequencyEstimator", "NegativeQueue"]
