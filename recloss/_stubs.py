@@ -103,6 +103,11 @@ def _exported_names(tree: ast.Module) -> list[str]:
     raise RuntimeError("recloss/__init__.py has no __all__")
 
 
+def _aliases() -> str:
+    """The earlier class names, as aliases of the current classes."""
+    return "".join(f"{old} = {current}  # an earlier name\n" for old, current in _native.CLASS_ALIASES.items())
+
+
 # ----------------------------------------------------------------------------------------------------------
 # recloss/torch.pyi
 
@@ -118,6 +123,7 @@ def render_torch() -> str:
             + _def("__init__", _native.torch_init_params(spec), "None", None, "    ", first="self")
             + _def("forward", forward, "torch.Tensor", None, "    ", first="self")
             + _def("__call__", forward, "torch.Tensor", None, "    ", first="self"))
+    classes.append(_aliases())
     names = ["LossModule", *sorted(_native.class_name(s.name) for s in CATALOGUE.values())]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\nimport torch\n\n"
             "from recloss._spec import LossSpec\nfrom recloss._typing import TensorLike\n\n\n"
@@ -149,6 +155,7 @@ def render_keras() -> str:
         classes.append(f"class {name}(ReclossLoss):\n"
                        + _doc(f"The ``keras.losses.Loss`` form of :func:`recloss.{spec.name}`: {spec.summary}", "    ")
                        + _def("__init__", _native.keras_loss_init_params(spec), "None", None, "    ", first="self"))
+    classes.append(_aliases())
     names = ["Retrieval", "ReclossLoss", "loss_class",
              *sorted(_native.class_name(s.name) for s in CATALOGUE.values() if _native.keras_form(s))]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\n"

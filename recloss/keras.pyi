@@ -144,7 +144,7 @@ class Poly1SoftmaxLoss(ReclossLoss):
     ) -> None: ...
 
 
-class ListmleLoss(ReclossLoss):
+class ListMLELoss(ReclossLoss):
     """The ``keras.losses.Loss`` form of :func:`recloss.listmle_loss`: ListMLE: the Plackett-Luce negative log-likelihood of the list's order by label (ties by position).
     """
     def __init__(
@@ -221,6 +221,9 @@ class PointwiseSigmoidLoss(ReclossLoss):
     ) -> None: ...
 
 
+ListmleLoss = ListMLELoss  # an earlier name
+
+
 __all__ = [
     'Retrieval',
     'ReclossLoss',
@@ -228,7 +231,7 @@ __all__ = [
     'ApproxNDCGLoss',
     'BPRLoss',
     'HingeLoss',
-    'ListmleLoss',
+    'ListMLELoss',
     'ListwiseSoftmaxLoss',
     'PairwiseHingeLoss',
     'PairwiseLogisticLoss',
