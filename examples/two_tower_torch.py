@@ -4,10 +4,12 @@ In-batch sampled softmax: each user's positive item is scored against the other 
 (another row holding the same item) are removed by id, and with ``--logq on`` each candidate's logit is
 corrected by ``log q`` (its share of the training log; with ``--logq-source estimated``, estimated during training
 by ``recloss.torch.FrequencyEstimator``). Run ``python examples/two_tower_torch.py`` (add
-``--short`` for a few-second run); see ``common.py`` for the data, the evaluation and the options.
+``--short`` for a short run); see ``common.py`` for the data, the evaluation and the options.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -61,4 +63,8 @@ def train(data: Interactions, config: Config, variant: Variant) -> TrainResult:
 
 
 if __name__ == "__main__":
+    # Models this small gain little from intra-op threads and lose much to their synchronisation on a busy
+    # machine (see the README); OMP_NUM_THREADS, where set, decides instead.
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
     main("PyTorch", train, backend="torch")

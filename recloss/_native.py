@@ -25,8 +25,12 @@ from recloss._validate import check_option
 
 _REQUIRED = object()
 
-#: Words written in capitals in class names: ``bpr_loss`` -> ``BPRLoss``, ``info_nce_loss`` -> ``InfoNCELoss``.
-ACRONYMS = {"bpr": "BPR", "nce": "NCE", "ndcg": "NDCG", "mrr": "MRR", "ap": "AP", "map": "MAP"}
+#: Words written in capitals in class names: ``bpr_loss`` -> ``BPRLoss``, ``info_nce_loss`` -> ``InfoNCELoss``,
+#: ``listmle_loss`` -> ``ListMLELoss`` (keras-rs's and TF-Ranking's name).
+ACRONYMS = {"bpr": "BPR", "nce": "NCE", "ndcg": "NDCG", "mrr": "MRR", "ap": "AP", "map": "MAP", "listmle": "ListMLE"}
+
+#: Earlier class names, kept as aliases of the current ones (old name -> current name).
+CLASS_ALIASES = {"ListmleLoss": "ListMLELoss"}
 
 KERAS_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
 
@@ -36,6 +40,11 @@ RETRIEVAL_SPEC = "sampled_softmax_loss"
 def class_name(spec_name: str) -> str:
     """``"sampled_softmax_loss"`` -> ``"SampledSoftmaxLoss"``."""
     return "".join(ACRONYMS.get(part, part.capitalize()) for part in spec_name.split("_"))
+
+
+def aliases_of(name: str) -> list[str]:
+    """The earlier names of the class ``name`` (:data:`CLASS_ALIASES`)."""
+    return [old for old, current in CLASS_ALIASES.items() if current == name]
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,11 @@ def _exported_names(tree: ast.Module) -> list[str]:
     raise RuntimeError("recloss/__init__.py has no __all__")
 
 
+def _aliases() -> str:
+    """The earlier class names, as aliases of the current classes."""
+    return "".join(f"{old} = {current}  # an earlier name\n" for old, current in _native.CLASS_ALIASES.items())
+
+
 # ----------------------------------------------------------------------------------------------------------
 # recloss/torch.pyi
 
@@ -120,6 +125,7 @@ def render_torch() -> str:
             + _def("__call__", forward, "torch.Tensor", None, "    ", first="self"))
     sampling = _sampling_native.torch_classes()
     classes += [_sampling_class(name, "torch.nn.Module", *parts) for name, parts in sampling.items()]
+    classes.append(_aliases())
     names = ["LossModule", *sorted(_native.class_name(s.name) for s in CATALOGUE.values()), *sampling]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\nimport torch\n\n"
             "from recloss._spec import LossSpec\nfrom recloss._typing import TensorLike\n"
@@ -154,6 +160,7 @@ def render_keras() -> str:
                        + _def("__init__", _native.keras_loss_init_params(spec), "None", None, "    ", first="self"))
     sampling = _sampling_native.keras_classes()
     classes += [_sampling_class(name, "keras.layers.Layer", *parts) for name, parts in sampling.items()]
+    classes.append(_aliases())
     names = ["Retrieval", "ReclossLoss", "loss_class",
              *sorted(_native.class_name(s.name) for s in CATALOGUE.values() if _native.keras_form(s)), *sampling]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\n"

@@ -1,5 +1,6 @@
 """The recloss command: "recloss validate" compares every loss on every installed backend and device with the
-float64 NumPy reference; "recloss info" lists versions, backends and devices."""
+float64 NumPy reference; "recloss info" lists versions, backends and devices; "recloss --version" prints the
+version."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ PASSED, FAILED, BAD_ARGUMENTS = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import recloss
+
     parser = argparse.ArgumentParser(prog="recloss", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"recloss {recloss.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser(
@@ -33,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         "default: all of them)")
     check.add_argument("--dtype", action="append", help="float64, float32, bfloat16 or float16 "
                                                        "(repeatable; default: float32 and float64)")
-    check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    check.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (an integer >= 0)")
     check.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     check.add_argument("--quiet", action="store_true", help="no progress lines")
     check.add_argument("--distributed", action="store_true",
@@ -48,6 +52,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "info":
         return _info()
     return _validate(args)
+
+
+def _seed(text: str) -> int:
+    """``--seed``'s value: an integer >= 0 (argparse names the option in its error)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
+    return seed
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -69,6 +84,10 @@ def _validate(args: argparse.Namespace) -> int:
         return BAD_ARGUMENTS
     if report.rows:
         print(report.table())
+        if not args.distributed:
+            note = _derived_tolerances_note(report)
+            if note:
+                print(note)
     for line in report.skipped:
         print(f"skipped {line}")
     if args.json:
@@ -80,6 +99,20 @@ def _validate(args: argparse.Namespace) -> int:
     failed = sum(not row.passed for row in report.rows)
     print(f"{len(report.rows) - failed} passed, {failed} failed")
     return PASSED if report.passed else FAILED
+
+
+def _derived_tolerances_note(report: Any) -> str:
+    """A line saying why some rows' tolerances exceed their dtype's base (``TOLERANCES``, the JSON header's),
+    or "" where none does."""
+    from recloss.parity import TOLERANCES
+
+    raised = sorted({row.dtype for row in report.rows if row.value_tolerance > TOLERANCES[row.dtype][0]
+                     or (row.grad_error is not None and row.grad_tolerance > TOLERANCES[row.dtype][1])})
+    if not raised:
+        return ""
+    base = "; ".join(f"{dtype} {TOLERANCES[dtype][0]:g}, {TOLERANCES[dtype][1]:g}" for dtype in raised)
+    return (f"tolerance: the dtype's base ({base}) plus, where half-precision embeddings are multiplied in their "
+            "precision, the bound of the products' rounding derived from each case's inputs")
 
 
 def _validate_distributed(args: argparse.Namespace, progress: Any) -> Any:

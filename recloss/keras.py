@@ -216,12 +216,16 @@ def loss_class(spec: LossSpec, function: Callable[..., Any]) -> type[ReclossLoss
     namespace = {"__init__": init, "spec": spec, "function": staticmethod(function), "form": form,
                  "__doc__": _loss_docstring(spec, form), "__module__": __name__, "__qualname__": name}
     cls = type(name, (ReclossLoss,), namespace)
+    for alias in _native.aliases_of(name):   # models saved under an earlier name still load ...
+        keras.saving.register_keras_serializable(package=_SERIAL_PACKAGE, name=alias)(cls)
+    # ... and are saved under the current one (registered last).
     return keras.saving.register_keras_serializable(package=_SERIAL_PACKAGE, name=name)(cls)
 
 
 _LOSSES = {spec.name: loss_class(spec, getattr(recloss, spec.name))
            for spec in CATALOGUE.values() if _native.keras_form(spec) is not None}
 globals().update({cls.__name__: cls for cls in _LOSSES.values()})
+globals().update({old: globals()[current] for old, current in _native.CLASS_ALIASES.items()})  # earlier names
 
 __all__ = ["Retrieval", "ReclossLoss", "loss_class", *sorted(cls.__name__ for cls in _LOSSES.values())]
 

@@ -145,7 +145,7 @@ class Poly1SoftmaxLoss(ReclossLoss):
     ) -> None: ...
 
 
-class ListmleLoss(ReclossLoss):
+class ListMLELoss(ReclossLoss):
     """The ``keras.losses.Loss`` form of :func:`recloss.listmle_loss`: ListMLE: the Plackett-Luce negative log-likelihood of the list's order by label (ties by position).
     """
     def __init__(
@@ -268,6 +268,9 @@ class NegativeQueue(keras.layers.Layer):
     ) -> Negatives: ...
 
 
+ListmleLoss = ListMLELoss  # an earlier name
+
+
 __all__ = [
     'Retrieval',
     'ReclossLoss',
@@ -275,7 +278,7 @@ __all__ = [
     'ApproxNDCGLoss',
     'BPRLoss',
     'HingeLoss',
-    'ListmleLoss',
+    'ListMLELoss',
     'ListwiseSoftmaxLoss',
     'PairwiseHingeLoss',
     'PairwiseLogisticLoss',

@@ -22,6 +22,7 @@ import numpy as np
 
 from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, canonical_name, load_backend
 from recloss._spec import FLOAT, Case, LossSpec
+from recloss._validate import validate as check_call
 from recloss.losses import METRICS, SPECS
 from recloss.reference import REFERENCES
 
@@ -282,19 +283,24 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
         no backend sees).
 
     Raises:
-        ValueError: an unknown loss, backend, device kind or dtype, or ``inputs``/``options`` that do not fit
-            the loss, before any work is done.
+        ValueError: an unknown loss, backend, device kind or dtype, a negative ``seed``, or
+            ``inputs``/``options`` that do not fit the loss (recloss's ``ShapeError``, ``DTypeError`` or
+            ``OptionError`` for the shapes, dtypes and values the loss itself would refuse), before any work
+            is done.
+        TypeError: an argument of the wrong kind (``validate(123)``), naming it.
     """
     from recloss.parity_sampling import CHECKS as SAMPLING_CHECKS, run as run_sampling_check
 
-    names = [*SPECS, *SAMPLING_CHECKS] if losses is None else [losses] if isinstance(losses, str) else list(losses)
+    known = [*SPECS, *SAMPLING_CHECKS]
+    names = known if losses is None else names_argument("losses", losses)
     for name in names:
         if name not in SPECS and name not in SAMPLING_CHECKS:
-            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join([*SPECS, *SAMPLING_CHECKS])}")
-    dtypes = _choices("dtype", dtypes, tuple(TOLERANCES))
+            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(known)}")
+    dtypes = _choices("dtype", names_argument("dtypes", dtypes), tuple(TOLERANCES))
     device_kinds = None if devices is None else _choices(
-        "device", ["gpu" if d == "cuda" else d for d in ([devices] if isinstance(devices, str) else devices)],
+        "device", ["gpu" if d == "cuda" else d for d in names_argument("devices", devices)],
         DEVICE_KINDS, "('cuda' is 'gpu')")
+    seed = seed_argument(seed)
     if inputs is not None:
         if len(names) != 1 or names[0] in SAMPLING_CHECKS:
             raise ValueError("inputs= needs exactly one loss name")
@@ -304,8 +310,7 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
     if backends is None:
         wanted = [b for b in available_backends() if b in FRAMEWORK_BACKENDS]
     else:
-        wanted = list(dict.fromkeys(canonical_name(b) for b in ([backends] if isinstance(backends, str)
-                                                                  else backends)))
+        wanted = list(dict.fromkeys(canonical_name(b) for b in names_argument("backends", backends)))
 
     rows: list[Row] = []
     skipped: list[str] = []
@@ -368,8 +373,35 @@ def _choices(what: str, values: str | Iterable[str], allowed: Sequence[str], not
     return values
 
 
+def names_argument(what: str, values: Any) -> list[str]:
+    """``values``, one name (a str) or several (an iterable of str), as a list; a TypeError naming ``what``
+    for anything else (``validate(123)``)."""
+    if isinstance(values, str):
+        return [values]
+    if isinstance(values, Iterable) and not isinstance(values, Mapping):
+        values = list(values)
+        if all(isinstance(value, str) for value in values):
+            return values
+    raise TypeError(f"`{what}` must be a name (a str) or a list of names; got {values!r} "
+                    f"({type(values).__name__})")
+
+
+def seed_argument(seed: Any) -> int:
+    """``seed`` as an int >= 0 (NumPy's generators take no negative seed); the error names ``seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an integer >= 0; got {seed!r} ({type(seed).__name__})")
+    if seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0; got {seed}")
+    return int(seed)
+
+
 def _check_user_inputs(spec: LossSpec, inputs: Mapping[str, Any], options: Mapping[str, Any] | None) -> None:
-    """Every key of ``inputs`` a tensor argument of ``spec``, every required one given; likewise ``options``."""
+    """Every key of ``inputs`` a tensor argument of ``spec``, every required one given, likewise ``options``;
+    then the call itself through the shared validator, which names the argument whose shape, dtype or values
+    do not fit (``ShapeError``, ``DTypeError``, ``OptionError``)."""
+    for what, value in (("inputs", inputs), ("options", options)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"`{what}` must be a mapping of names to values; got {type(value).__name__}")
     unknown = [k for k in inputs if k not in spec.tensor_names]
     if unknown:
         raise ValueError(f"inputs= for {spec.name} has no argument {unknown[0]!r}; its tensor arguments are "
@@ -382,6 +414,9 @@ def _check_user_inputs(spec: LossSpec, inputs: Mapping[str, Any], options: Mappi
     if unknown:
         raise ValueError(f"options= for {spec.name} has no option {unknown[0]!r}; its options are "
                          f"{', '.join(option_names)}")
+    numpy = load_backend("numpy")
+    tensors = {arg.name: None if inputs.get(arg.name) is None else np.asarray(inputs[arg.name]) for arg in spec.args}
+    check_call(spec, tensors, {o.name: o.default for o in spec.options} | dict(options or {}), numpy.concrete)
 
 
 def _cases(spec: LossSpec, inputs: Mapping[str, Any] | None, options: Mapping[str, Any] | None,

@@ -38,7 +38,8 @@ import numpy as np
 from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, canonical_name
 from recloss._spec import FLOAT, LossSpec
 from recloss.losses import CATALOGUE
-from recloss.parity import Report, Row, _choices, cast_inputs, make_inputs, relative_error
+from recloss.parity import (Report, Row, _choices, cast_inputs, make_inputs, names_argument, relative_error,
+                            seed_argument)
 
 #: Largest norm-wise relative error allowed between the workers' result and one device's, (value, gradient).
 #: Only the order of the sums differs (float32: a few ulps of the largest term).
@@ -107,20 +108,23 @@ def validate_distributed(losses: str | Iterable[str] | None = None, *, backends:
         A :class:`DistributedReport`, one row per loss x backend x dtype (worst over the spec's cases).
 
     Raises:
-        ValueError: an unknown or gather-less loss, an unknown backend or dtype, fewer than 2 workers.
+        ValueError: an unknown or gather-less loss, an unknown backend or dtype, fewer than 2 workers, a
+            negative ``seed``.
+        TypeError: an argument of the wrong kind (``validate_distributed(123)``), naming it.
     """
-    names = list(GATHER_LOSSES) if losses is None else [losses] if isinstance(losses, str) else list(losses)
+    names = list(GATHER_LOSSES) if losses is None else names_argument("losses", losses)
     for name in names:
         if name not in GATHER_LOSSES:
             raise ValueError(f"loss {name!r} does not take gather; expected one of {', '.join(GATHER_LOSSES)}")
-    dtypes = _choices("dtype", dtypes, tuple(DISTRIBUTED_TOLERANCES))
+    dtypes = _choices("dtype", names_argument("dtypes", dtypes), tuple(DISTRIBUTED_TOLERANCES))
+    seed = seed_argument(seed)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 2:
         raise ValueError(f"workers must be an integer >= 2; got {workers!r}")
     if streaming_chunk is not None and (not isinstance(streaming_chunk, int) or streaming_chunk < 1):
         raise ValueError(f"streaming_chunk must be None or an integer >= 1; got {streaming_chunk!r}")
     installed = [b for b in available_backends() if b in FRAMEWORK_BACKENDS]
     wanted = installed if backends is None else list(dict.fromkeys(
-        canonical_name(b) for b in ([backends] if isinstance(backends, str) else backends)))
+        canonical_name(b) for b in names_argument("backends", backends)))
     for backend in wanted:
         if backend not in FRAMEWORK_BACKENDS:
             raise ValueError(f"backend {backend!r} has no distributed engine; expected one of "

@@ -119,6 +119,7 @@ def module_class(spec: LossSpec, function: Callable[..., Any]) -> type[LossModul
 
 _CLASSES = {spec.name: module_class(spec, getattr(recloss, spec.name)) for spec in CATALOGUE.values()}
 globals().update({cls.__name__: cls for cls in _CLASSES.values()})
+globals().update({old: globals()[current] for old, current in _native.CLASS_ALIASES.items()})  # earlier names
 
 __all__ = ["LossModule", *sorted(cls.__name__ for cls in _CLASSES.values())]
 

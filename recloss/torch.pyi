@@ -306,7 +306,7 @@ class Poly1SoftmaxLoss(LossModule):
     ) -> torch.Tensor: ...
 
 
-class ListmleLoss(LossModule):
+class ListMLELoss(LossModule):
     """The ``torch.nn.Module`` form of :func:`recloss.listmle_loss`: ListMLE: the Plackett-Luce negative log-likelihood of the list's order by label (ties by position).
     """
     def __init__(self, *, reduction: Literal['mean', 'sum', 'none'] = 'mean') -> None: ...
@@ -523,13 +523,16 @@ class NegativeQueue(torch.nn.Module):
     ) -> Negatives: ...
 
 
+ListmleLoss = ListMLELoss  # an earlier name
+
+
 __all__ = [
     'LossModule',
     'ApproxNDCGLoss',
     'BPRLoss',
     'HingeLoss',
     'InfoNCELoss',
-    'ListmleLoss',
+    'ListMLELoss',
     'ListwiseSoftmaxLoss',
     'PairwiseHingeLoss',
     'PairwiseLogisticLoss',

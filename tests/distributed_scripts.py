@@ -3,7 +3,8 @@
 ``python tests/distributed_scripts.py ddp <rank> <init>``  torch DistributedDataParallel, 2 gloo ranks
 ``python tests/distributed_scripts.py torch <rank> <init>`` torch: second derivatives, learnt temperature,
                                                             ranks whose calls differ, torch.func, compile
-``python tests/distributed_scripts.py jax``                 JAX on 4 host devices: sharded ordinary calls, shard_map, pmap
+``python tests/distributed_scripts.py jax``                 JAX on 4 host devices: sharded ordinary calls and the
+                                                            docs' examples (``jax_sharding_checks.py``), shard_map, pmap
 ``python tests/distributed_scripts.py tensorflow``          Keras ``model.fit`` and ``tf.function`` under MirroredStrategy
 
 Each prints ``OK`` and exits 0 when every check holds; an ``AssertionError`` says which did not. All math is
@@ -326,8 +327,9 @@ def jax_checks() -> None:
     import jax
     import jax.numpy as jnp
     from jax import lax
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    from jax.sharding import AxisType, PartitionSpec as P
 
+    import jax_sharding_checks  # beside this script
     import recloss
     from recloss.kernels import softmax
 
@@ -338,32 +340,14 @@ def jax_checks() -> None:
     n = jnp.asarray(rng.normal(size=(12, DIM)))
     ids, neg_ids = jnp.asarray(rng.integers(0, 4, 8)), jnp.asarray(rng.integers(0, 4, 12))
     pos_log_q, neg_log_q = jnp.asarray(np.log(rng.uniform(0.05, 1, 8))), jnp.asarray(np.log(rng.uniform(0.05, 1, 12)))
-    losses = {
-        "sampled mixed": lambda q, p, n, ids, neg_ids, lq, nlq, impl: recloss.sampled_softmax_loss(
-            q, p, n, in_batch=True, pos_ids=ids, neg_ids=neg_ids, pos_log_q=lq, neg_log_q=nlq, implementation=impl),
-        "unsupervised": lambda q, p, n, ids, neg_ids, lq, nlq, impl:
-            recloss.unsupervised_softmax_cross_entropy_loss(q, p, n, 0.5, implementation=impl),
-        "info_nce symmetric": lambda q, p, n, ids, neg_ids, lq, nlq, impl: recloss.info_nce_loss(
-            q, p, ids=ids, symmetric=True, implementation=impl),
-    }
+    def sampled_mixed(q, p, n, ids, neg_ids, lq, nlq, impl):
+        return recloss.sampled_softmax_loss(q, p, n, in_batch=True, pos_ids=ids, neg_ids=neg_ids, pos_log_q=lq,
+                                            neg_log_q=nlq, implementation=impl)
     arrays = (q, p, n, ids, neg_ids, pos_log_q, neg_log_q)
-    # 1. No option, batch-sharded arrays under jit: the single-device result with Auto and Explicit axes.
-    # (Auto leaves the partitioning to the compiler, whatever the implementation: one path is enough there.)
-    # One device, materialised: the reference of both implementations (they agree to rounding).
-    single = {name: jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)), static_argnums=7)(*arrays, "materialized")
-              for name, f in losses.items()}
-    for axis_type, implementations in ((AxisType.Auto, ("materialized",)),
-                                       (AxisType.Explicit, ("materialized", "streaming"))):
-        mesh = jax.make_mesh((4,), ("data",), axis_types=(axis_type,))
-        sharded = [jax.device_put(x, NamedSharding(mesh, P("data"))) for x in arrays]
-        for name, f in losses.items():
-            for impl in implementations:
-                with jax.set_mesh(mesh):
-                    value, grads = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)), static_argnums=7)(*sharded, impl)
-                want, want_grads = single[name]
-                _close(value, want, f"{axis_type} {name} {impl}: value")
-                for got, expected in zip(grads, want_grads):
-                    _close(got, expected, f"{axis_type} {name} {impl}: gradient")
+    # 1. No option, batch-sharded arrays under jit (Auto and Explicit axes); the cross-device guide's sharding examples.
+    jax_sharding_checks.batch_sharded_checks()
+    jax_sharding_checks.guide_sharding_examples()
+    single = jax.jit(jax.value_and_grad(sampled_mixed, argnums=(0, 1, 2)), static_argnums=7)(*arrays, "materialized")
 
     # 2. shard_map on an Auto mesh without vma checks (the validation uses Explicit and checks); two axes.
     def global_loss(q, p, n, ids, neg_ids, lq, nlq, axis, size, nsize):
@@ -373,7 +357,7 @@ def jax_checks() -> None:
                                             pos_ids=rows(ids, size), neg_ids=rows(neg_ids, nsize),
                                             pos_log_q=rows(lq, size), neg_log_q=rows(nlq, nsize),
                                             implementation="streaming", gather=axis)
-    want, want_grads = single["sampled mixed"]
+    want, want_grads = single
     mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Auto,))
     f = jax.shard_map(lambda *a: global_loss(*a, "data", 2, 3), mesh=mesh, in_specs=(P(),) * 7, out_specs=P(),
                       check_vma=False)

@@ -126,8 +126,11 @@ def _two_ranks(scenario: str) -> None:
 @_installed("jax")
 def test_jax_sharded_calls_shard_map_and_pmap() -> None:
     """Batch-sharded arrays under jit without the option give the single-device result on Auto and Explicit
-    meshes (Explicit used to raise ShardingTypeError in dot_general); shard_map on an Auto mesh without vma
-    checks and over two mesh axes; pmap, whose pmean of the gradients is exact."""
+    meshes, for every combination of sampled_softmax_loss's negatives, ids, logQ and weights and every loss and
+    metric (Explicit used to raise ShardingTypeError in dot_general and in the concatenation of the in-batch and
+    negative masks; see tests/jax_sharding_checks.py); the cross-device guide's JAX multi-device examples as written;
+    shard_map on an Auto mesh without vma checks and over two mesh axes; pmap, whose pmean of the gradients is
+    exact."""
     assert _run([sys.executable, str(SCRIPTS), "jax"],
                 env={"XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {FAST_XLA}"}).strip().endswith("OK")
 

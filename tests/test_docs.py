@@ -66,3 +66,20 @@ def test_guide_tables_list_every_loss_with_its_defaults(name):
         else:
             assert option.name not in SIGNATURES[name], (name, option.name)
             pytest.fail(f"the guide's table row of {name} omits the option {option.name}={option.default!r}")
+
+
+def test_validation_guide_states_the_tolerances_of_the_code():
+    """The base tolerances the validation guide gives are ``recloss.parity.TOLERANCES`` (the JSON report's header), and the
+    command's note on the rows whose tolerance is derived from half-precision products names the same base."""
+    from recloss.cli import _derived_tolerances_note
+    from recloss.parity import TOLERANCES, Report, Row
+
+    guide = (ROOT / "docs" / "guide" / "validation.md").read_text(encoding="utf-8")
+    stated = re.search(r"Tolerances \(value, gradient\):\s*(.+?);", guide, flags=re.DOTALL).group(1)
+    pairs = dict(re.findall(r"(\w+) \(([^)]+)\)", stated))
+    assert {name: tuple(float(x) for x in pair.split(",")) for name, pair in pairs.items()} == TOLERANCES
+    base = Row("bpr_loss", "jax", "cpu", "bfloat16", value_tolerance=1e-5, grad_tolerance=1e-2, grad_error=0.0)
+    derived = Row("sampled_softmax_loss", "torch", "cpu", "bfloat16", value_tolerance=0.024, grad_tolerance=0.26,
+                  grad_error=0.0)
+    assert _derived_tolerances_note(Report([base])) == ""
+    assert "the dtype's base (bfloat16 1e-05, 0.01)" in _derived_tolerances_note(Report([base, derived]))

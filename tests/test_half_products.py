@@ -137,3 +137,39 @@ def test_tensorflow_bfloat16_products_do_not_depend_on_the_processor():
         np.testing.assert_allclose(call[0], expected, rtol=2e-6)
         for got, first in zip(call[1:], calls[0][1:]):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(first))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_normalized_unit_vectors_are_rounded_to_the_input_precision(backend, dtype):
+    """``info_nce_loss(normalize=True)``: where the backend multiplies the half dtype in its precision, the unit
+    vectors (computed in float32) are rounded back to it first, so the loss is not float32-exact even where the
+    product's result is float32 (JAX): an emulation of that rounding matches to 2e-6, and the distance to the
+    float64 loss stays within the bound the README states (each logit moves by at most 2u/T from the unit
+    vectors, plus u/T where the product's result is rounded). ``product_precision="float32"`` keeps the unit
+    vectors in float32: within 1e-6 of the float64 loss."""
+    module = load_backend(backend)
+    q, k, _ = _inputs(dtype, seed=4)
+    temperature, unit_roundoff = 0.1, {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}[dtype]
+
+    def units(x, dtype_):
+        x = np.asarray(x, dtype_)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    q64, k64 = units(q, np.float64), units(k, np.float64)           # the float64 loss, row by row
+    logits = q64 @ k64.T / temperature
+    exact = float(np.mean([np.logaddexp.reduce(row) - row[i] for i, row in enumerate(logits)]))
+    half_products = module.OPS.half_products(module.convert(q))
+    cast = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
+    q_unit, k_unit = ((units(x, np.float32).astype(cast) if half_products else units(x, np.float32)) for x in (q, k))
+    rounded_result = module.product_result_unit(dtype, "cpu") not in (None, 0.0)
+    emulated = _emulated(q_unit, k_unit, np.zeros((0, D), np.float32), temperature, rounded_result and half_products)
+    out = float(to_numpy(recloss.info_nce_loss(module.convert(q), module.convert(k), normalize=True,
+                                               temperature=temperature)))
+    np.testing.assert_allclose(out, emulated, rtol=2e-6)
+    bound = 2 * (2 * unit_roundoff + (unit_roundoff if rounded_result else 0.0)) / temperature
+    assert abs(out - exact) <= bound, (out, exact, bound)
+    if half_products:           # the rounding did happen: more than float32 noise
+        assert abs(out - exact) > 1e-5 * abs(exact), (out, exact)
+    as_float32 = recloss.info_nce_loss(module.convert(q), module.convert(k), normalize=True, temperature=temperature,
+                                       product_precision="float32")
+    np.testing.assert_allclose(float(to_numpy(as_float32)), exact, rtol=1e-6)

@@ -367,6 +367,29 @@ def test_validate_errors_before_any_work(tmp_path):
     assert [row.dtype for row in report.rows] == ["float64"] and report.passed
 
 
+def test_validate_names_the_argument_it_refuses():
+    """Arguments of the wrong kind, a negative seed and inputs the loss would refuse get recloss's words naming
+    the argument (they used to surface as `'int' object is not iterable`, NumPy's seed error or NumPy's matmul
+    error), in ``validate`` and ``validate_distributed`` alike."""
+    from recloss.errors import OptionError, ShapeError
+    for call, argument in ((lambda: recloss.validate(123), "losses"), (lambda: recloss.validate(backends=5), "backends"),
+                           (lambda: recloss.validate(devices=0), "devices"), (lambda: recloss.validate(dtypes=3), "dtypes"),
+                           (lambda: recloss.validate(seed=1.5), "seed"),
+                           (lambda: recloss.validate("bpr_loss", inputs=[1.0]), "inputs"),
+                           (lambda: recloss.validate_distributed(123), "losses")):
+        with pytest.raises(TypeError, match=f"^`{argument}` must be"):
+            call()
+    for validate in (recloss.validate, recloss.validate_distributed):
+        with pytest.raises(ValueError, match=r"^`seed` must be an integer >= 0; got -1$"):
+            validate(seed=-1)
+    q = np.ones((4, 8))
+    with pytest.raises(ShapeError, match=r"^sampled_softmax_loss: `pos_emb` must have shape \[B, D\] with B=4 from "
+                                         r"`query_emb`, D=8 from `query_emb`; got \(4, 7\)$"):
+        recloss.validate("sampled_softmax_loss", inputs={"query_emb": q, "pos_emb": np.ones((4, 7))})
+    with pytest.raises(OptionError, match=r"^sampled_softmax_loss: `temperature` must be a finite number > 0"):
+        recloss.validate("sampled_softmax_loss", inputs={"query_emb": q, "pos_emb": q}, options={"temperature": 0.0})
+
+
 def test_validate_with_no_framework_compares_nothing_and_says_so(monkeypatch):
     from recloss import parity
     monkeypatch.setattr(parity, "available_backends", lambda: ["numpy"])
@@ -400,6 +423,24 @@ def test_cli_refuses_bad_arguments_before_running(tmp_path):
     from recloss._dispatch import load_backend as load
     gpu = any(d != "cpu" for b in FRAMEWORKS if b in recloss.available_backends() for d in load(b).devices())
     assert main(["validate", "--device", "gpu", "--loss", "bpr_loss", "--quiet"]) == (0 if gpu else 1)
+
+
+def test_cli_version_and_seed(capsys):
+    """``recloss --version`` prints the package's version (the one pyproject.toml declares); ``--seed -1`` is
+    refused naming the option, before any work."""
+    import re
+    from pathlib import Path
+    from recloss.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "(.+)"$', pyproject, flags=re.MULTILINE).group(1)
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"recloss {declared}\n" == f"recloss {recloss.__version__}\n"
+    for bad in ("-1", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["validate", "--seed", bad, "--quiet"])
+        assert exit_.value.code == 2
+        assert f"argument --seed: must be an integer >= 0; got '{bad}'" in capsys.readouterr().err
 
 
 def test_reclosserror_not_raw_framework_errors_for_mixed_id_dtypes_on_torch():

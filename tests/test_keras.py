@@ -110,6 +110,18 @@ def test_every_loss_class_round_trips_its_config():
         assert cls.from_config(config).get_config() == config
 
 
+def test_listmle_loss_has_keras_rs_class_name_and_the_earlier_one_as_an_alias():
+    """``ListMLELoss`` (keras-rs's and TF-Ranking's spelling) saves under its name; ``ListmleLoss`` is the same
+    class, and a loss saved under that earlier name still loads."""
+    assert rk.ListMLELoss.__name__ == "ListMLELoss" and rk.ListmleLoss is rk.ListMLELoss
+    assert "ListMLELoss" in rk.__all__ and "ListmleLoss" not in rk.__all__
+    saved = keras.saving.serialize_keras_object(rk.ListMLELoss(name="mle"))
+    assert saved["registered_name"] == "recloss>ListMLELoss"
+    earlier = {**saved, "class_name": "ListmleLoss", "registered_name": "recloss>ListmleLoss"}
+    restored = keras.saving.deserialize_keras_object(earlier)
+    assert type(restored) is rk.ListMLELoss and restored.name == "mle"
+
+
 def test_block_form_matches_the_function_with_keras_reductions():
     rng = np.random.default_rng(1)
     scores = rng.normal(size=(5, 4)).astype("float32")

@@ -316,6 +316,56 @@ def test_empty_lists_and_nothing_relevant(backend: str) -> None:
     assert to_numpy(_call(backend, "listmle_loss", scores, labels, mask, reduction="none"))[1] > 0
 
 
+def _graded_list_formulas(scores, labels, k: int = 2) -> tuple[float, float, float, float]:
+    """ApproxNDCG loss, pairwise logistic loss with the NDCG lambda weight, NDCG and NDCG@k of one list, in
+    float64 with the gains ``2^y - 1`` as exact Python integers (integer labels), divided by each other
+    before any rounding."""
+    from fractions import Fraction
+    n = len(scores)
+    gain = [2 ** int(y) - 1 for y in labels]
+    discount = lambda r: Fraction(1.0 / math.log2(1.0 + r))  # noqa: E731
+    ideal = lambda k: sum(g * discount(r + 1) for r, g in enumerate(sorted(gain, reverse=True)[:k]))  # noqa: E731
+    sigmoid = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
+    smooth = [1.0 + sum(sigmoid(scores[j] - scores[i]) for j in range(n) if j != i) for i in range(n)]
+    approx = -float(sum(g * discount(r) for g, r in zip(gain, smooth)) / ideal(n))
+    order = sorted(range(n), key=lambda i: (-scores[i], i))
+    rank = {item: position + 1 for position, item in enumerate(order)}
+    pairs = [(i, j) for i in range(n) for j in range(n) if labels[i] > labels[j]]
+    weight = lambda i, j: float(abs(gain[i] - gain[j]) * abs(discount(rank[i]) - discount(rank[j])) / ideal(n))  # noqa: E731
+    logistic = sum(weight(i, j) * math.log1p(math.exp(-(scores[i] - scores[j]))) for i, j in pairs) / len(pairs)
+    ndcg = lambda k: float(sum(gain[i] * discount(rank[i]) for i in range(n) if rank[i] <= k) / ideal(k))  # noqa: E731
+    return approx, logistic, ndcg(n), ndcg(k)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_graded_labels_of_128_or_more(dtype: str, backend: str) -> None:
+    """Gains relative to the list's largest label: finite and exact in float32 for labels of 128 or more (and
+    in float64 beyond 1024, where 2^y overflows), on every backend and the reference, for every use of the
+    gains (ApproxNDCG, the lambda weights, NDCG and NDCG at k; the gradient too). A padded item with a larger
+    label changes nothing."""
+    scores = [0.8, 1.7, 0.0, 0.6]
+    issue = _graded_list_formulas(scores, [130.0, 2.0, 0.0, 1.0])
+    np.testing.assert_allclose(issue[:3], (-0.55698, 0.10178, 0.63093), atol=5e-6)   # the values reported
+    module = load_backend(backend)
+    tol = 2e-6 if dtype == "float32" else 1e-12
+    for labels in ([130.0, 2.0, 0.0, 1.0], [1100.0, 1098.0, 0.0, 1099.0])[:1 if dtype == "float32" else 2]:
+        inputs = {"scores": np.array([scores + [5.0]], dtype), "labels": np.array([labels + [3000.0]], dtype),
+                  "mask": np.array([[True] * 4 + [False]])}
+        expected = _graded_list_formulas([float(x) for x in inputs["scores"][0, :4]], labels)
+        calls = (("approx_ndcg_loss", {}), ("pairwise_logistic_loss", {"lambdaweight": "ndcg"}), ("ndcg", {}),
+                 ("ndcg", {"k": 2}))
+        for (name, options), want in zip(calls, expected):
+            reference = float(REFERENCES[name](**inputs, **options))
+            assert math.isclose(reference, want, rel_tol=1e-12), (name, options, labels, reference, want)
+            function = _function(name)
+            value, grads = module.value_and_grad(lambda **t: function(**t, **options), inputs,
+                                                 [] if name in METRICS else ["scores"], "cpu")
+            assert math.isclose(float(value), want, rel_tol=tol), (name, options, labels, float(value), want)
+            if grads:   # finite, and exactly 0 at the padded item
+                assert np.all(np.isfinite(grads["scores"])) and grads["scores"][0, 4] == 0.0, grads
+                assert np.any(grads["scores"] != 0.0), (name, labels)
+
+
 def test_label_values_are_checked_where_the_mask_is_true() -> None:
     scores, labels, mask = _lists()
     bad = np.where(mask, labels, -1.0)

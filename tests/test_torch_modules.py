@@ -53,6 +53,11 @@ def test_module_equals_the_function_on_every_case(name, index):
     torch.testing.assert_close(module(**tensors), expected, rtol=0, atol=0)
 
 
+def test_listmle_module_has_keras_rs_class_name_and_the_earlier_one_as_an_alias():
+    assert rt.ListMLELoss.__name__ == "ListMLELoss" and rt.ListmleLoss is rt.ListMLELoss
+    assert "ListMLELoss" in rt.__all__ and "ListmleLoss" not in rt.__all__
+
+
 def test_reduction_and_sample_weight_as_in_torch_nn():
     q, p = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
     w = torch.tensor([0.0, 1.0, 2.0, 0.5, 1.0, 3.0], dtype=torch.float64)

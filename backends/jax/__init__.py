@@ -69,7 +69,6 @@ class JaxOps:
     rsqrt = staticmethod(jax.lax.rsqrt)
     where = staticmethod(jnp.where)
     maximum = staticmethod(jnp.maximum)
-    concat = staticmethod(jnp.concatenate)
     not_equal = staticmethod(jnp.not_equal)
     logical_and = staticmethod(jnp.logical_and)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
@@ -108,6 +107,19 @@ class JaxOps:
             return x
         return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(
             None, *spec[1:])))
+
+    @staticmethod
+    def concat(xs: list[jax.Array], axis: int) -> jax.Array:
+        """``jnp.concatenate``. Under ``Explicit`` mesh axes it needs one sharding for every operand, while the
+        blocks of a softmax row may differ (the in-batch mask built from batch-sharded ids beside the all-True
+        mask of the negatives, replicated): operands are resharded to the first one sharded along an axis other
+        than ``axis`` (a no-op on one device, on ``Auto`` axes and inside ``shard_map``)."""
+        axis = axis % xs[0].ndim
+        shardings = [getattr(jax.typeof(x), "sharding", None) for x in xs]
+        target = next((s for s in shardings if _sharded_outside(s, axis)), None)
+        if target is not None:
+            xs = [x if s == target else jax.sharding.reshard(x, target) for x, s in zip(xs, shardings)]
+        return jnp.concatenate(xs, axis)
 
     @staticmethod
     def sum(x: jax.Array, axis: int | None = None) -> jax.Array:
@@ -160,6 +172,14 @@ class JaxOps:
     @staticmethod
     def to_float(n: Any, like: jax.Array) -> jax.Array:
         return jnp.asarray(n, dtype=like.dtype)
+
+
+def _sharded_outside(sharding: Any, axis: int) -> bool:
+    """True for a sharding whose type names a mesh axis on some dimension, and none on ``axis``."""
+    spec = getattr(sharding, "spec", None)
+    if not spec or (axis < len(spec) and spec[axis] is not None):
+        return False
+    return any(entry is not None for entry in spec)
 
 
 OPS = JaxOps()

@@ -11,8 +11,8 @@ from typing import Any
 
 from recloss._spec import Bound
 from recloss.kernels._common import NEG_INF, Ops, known_only_at_run_time, reduce_rows
-from recloss.kernels.ranking import (count, discount, gains, ideal_dcg, list_inputs, list_size, no_items,
-                                    safe_divide)
+from recloss.kernels.ranking import (count, discount, gain_unit, gains, ideal_dcg, list_inputs, list_size,
+                                    no_items, safe_divide)
 
 RELEVANT = 1.0  #: an item is relevant when its label is at least this (rax, TF-Ranking)
 
@@ -54,8 +54,9 @@ def _hits(ops: Ops, bound: Bound, labels_at: Any, retrieved: Any) -> Any:
 def ndcg(ops: Ops, bound: Bound, scores: Any, labels: Any, *, k: int | None, mask: Any, sample_weight: Any,
          reduction: str) -> Any:
     s, y, valid, w, kept, labels_at, retrieved = _prepare(ops, bound, scores, labels, mask, sample_weight, k)
-    dcg = ops.sum(gains(ops, labels_at) * discount(ops, ops.positions(labels_at) + 1.0), 1)
-    return _finish(ops, safe_divide(ops, dcg, ideal_dcg(ops, y, kept)), w, reduction, (s, y))
+    top = gain_unit(ops, y)
+    dcg = ops.sum(gains(ops, labels_at, top) * discount(ops, ops.positions(labels_at) + 1.0), 1)
+    return _finish(ops, safe_divide(ops, dcg, ideal_dcg(ops, y, kept, top)), w, reduction, (s, y))
 
 
 def mrr(ops: Ops, bound: Bound, scores: Any, labels: Any, *, k: int | None, mask: Any, sample_weight: Any,

@@ -39,9 +39,20 @@ def count(ops: Ops, flags: Any, dtype: str, axis: int) -> Any:
     return ops.sum(ops.cast(flags, dtype), axis)
 
 
-def gains(ops: Ops, y: Any) -> Any:
-    """``2^y - 1`` (``expm1``: exact for small grades)."""
-    return ops.expm1(y * LN2)
+def gain_unit(ops: Ops, y: Any) -> Any:
+    """``[B, 1]``: each list's largest label (at least 0; 0 for lists of no item), the unit of its gains.
+
+    NDCG and the lambda weights are ratios of gains in one list, so scaling a list's gains by ``2^-top`` changes
+    nothing but keeps them finite: ``2^y - 1`` overflows float32 from ``y = 128`` (float64 from 1024)."""
+    if no_items(ops, y):
+        return ops.sum(y, 1)[:, None]
+    return ops.maximum(ops.max(y, 1), 0.0)[:, None]
+
+
+def gains(ops: Ops, y: Any, top: Any) -> Any:
+    """``(2^y - 1) / 2^top`` = ``2^(y - top) (1 - 2^-y)`` for labels ``y >= 0`` and ``top`` >= every ``y`` of
+    the list (:func:`gain_unit`): no factor overflows, and ``-expm1`` keeps small grades exact."""
+    return ops.exp((y - top) * LN2) * -ops.expm1(-y * LN2)
 
 
 def discount(ops: Ops, rank: Any) -> Any:
@@ -81,11 +92,11 @@ def per_list(ops: Ops, fn: Any, x: Any, *constants: Any, differentiable: bool = 
     return ops.concat(parts, 0)
 
 
-def ideal_dcg(ops: Ops, y: Any, k: Any) -> Any:
-    """``[B]``: the DCG of each list in its ideal order (labels descending) over its first ``k`` positions.
-    Padded labels are 0 (no gain), so they never displace a valid one."""
+def ideal_dcg(ops: Ops, y: Any, k: Any, top: Any) -> Any:
+    """``[B]``: the DCG of each list in its ideal order (labels descending) over its first ``k`` positions, in
+    the gain unit ``top``. Padded labels are 0 (no gain), so they never displace a valid one."""
     best = ops.top_k(y, k)
-    return ops.sum(gains(ops, best) * discount(ops, ops.positions(best) + 1.0), 1)
+    return ops.sum(gains(ops, best, top) * discount(ops, ops.positions(best) + 1.0), 1)
 
 
 def safe_divide(ops: Ops, a: Any, b: Any) -> Any:
@@ -178,8 +189,9 @@ def approx_ndcg_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, *, mask: 
                      sample_weight: Any, reduction: str) -> Any:
     s, y, valid, w = list_inputs(ops, bound, scores, labels, mask, sample_weight)
     z = s / scalar(ops, bound, temperature)
-    dcg = per_list(ops, lambda x, g, valid: approx_dcg_rows(ops, x, g, valid), z, gains(ops, y), valid)
-    rows = -safe_divide(ops, dcg, ideal_dcg(ops, y, list_size(ops, y)))
+    top = gain_unit(ops, y)
+    dcg = per_list(ops, lambda x, g, valid: approx_dcg_rows(ops, x, g, valid), z, gains(ops, y, top), valid)
+    rows = -safe_divide(ops, dcg, ideal_dcg(ops, y, list_size(ops, y), top))
     return reduce_rows(ops, rows, w, reduction, (s, y))
 
 
@@ -211,7 +223,8 @@ def pairwise_loss(ops: Ops, bound: Bound, scores: Any, labels: Any, mask: Any, s
     if lambdaweight is not None:
         ranks = per_list(ops, lambda x, valid: ranks_by_score(ops, x, valid, bound.dtype), ops.stop_gradient(s),
                          valid, differentiable=False)
-        g = gains(ops, y) * safe_divide(ops, 1.0, ideal_dcg(ops, y, list_size(ops, y)))[:, None]
+        top = gain_unit(ops, y)
+        g = gains(ops, y, top) * safe_divide(ops, 1.0, ideal_dcg(ops, y, list_size(ops, y), top))[:, None]
         extra = (ranks, g)
 
     def rows(x: Any, high: Any, low: Any, *extra: Any) -> Any:

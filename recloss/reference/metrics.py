@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from recloss.reference._common import reduce
-from recloss.reference.ranking import discount, gain, ideal_dcg, valid_lists
+from recloss.reference.ranking import discount, gain, gain_unit, ideal_dcg, valid_lists
 
 
 def _top(s, y, k):
@@ -25,7 +25,7 @@ def _ndcg(s, y, k):
     ideal = ideal_dcg(y, k)
     if ideal == 0:
         return 0.0
-    return sum(gain(label) * discount(r + 1) for r, label in enumerate(_top(s, y, k))) / ideal
+    return sum(gain(label, gain_unit(y)) * discount(r + 1) for r, label in enumerate(_top(s, y, k))) / ideal
 
 
 def _mrr(s, y, k):

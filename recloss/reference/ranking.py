@@ -19,8 +19,15 @@ def valid_lists(scores, labels, mask):
     return lists, (s[keep], y[keep])
 
 
-def gain(label: float) -> float:
-    return 2.0 ** label - 1.0
+def gain(label: float, top: float) -> float:
+    """``(2^label - 1) / 2^top``, with ``top`` the list's largest label (:func:`gain_unit`): a list's NDCG and
+    lambda weights are ratios of its gains, and ``2^label`` alone overflows float64 from 1024."""
+    return 2.0 ** (label - top) - 2.0 ** -top
+
+
+def gain_unit(labels) -> float:
+    """The unit of a list's gains: its largest label (0 if none is positive)."""
+    return max([0.0, *labels])
 
 
 def discount(rank: float) -> float:
@@ -33,9 +40,9 @@ def sigmoid(x: float) -> float:
 
 
 def ideal_dcg(labels, k=None) -> float:
-    """DCG of the list in its ideal order (labels descending), over the first k positions."""
-    ordered = sorted(labels, reverse=True)[:k]
-    return sum(gain(y) * discount(r + 1) for r, y in enumerate(ordered))
+    """DCG of the list in its ideal order (labels descending), over the first k positions, in its gain unit."""
+    ordered, top = sorted(labels, reverse=True)[:k], gain_unit(labels)
+    return sum(gain(y, top) * discount(r + 1) for r, y in enumerate(ordered))
 
 
 def ranks_by_score(scores) -> list[int]:
@@ -108,9 +115,9 @@ def approx_ndcg_loss(scores, labels, *, mask=None, temperature=1.0, sample_weigh
         if ideal == 0:
             rows.append(0.0)
             continue
-        n = len(s)
+        n, top = len(s), gain_unit(y)
         ranks = [1.0 + sum(sigmoid((s[j] - s[i]) / temperature) for j in range(n) if j != i) for i in range(n)]
-        rows.append(-sum(gain(y[i]) * discount(ranks[i]) for i in range(n)) / ideal)
+        rows.append(-sum(gain(y[i], top) * discount(ranks[i]) for i in range(n)) / ideal)
     return reduce(np.array(rows, dtype=np.float64), sample_weight, reduction, entered)
 
 
@@ -122,7 +129,8 @@ def lambda_weight(kind, y, ranks, i, j, ideal):
     """The pair weight of (i, j) for ``lambdaweight`` ``kind`` (None, "ndcg", "ndcg2")."""
     if kind is None:
         return 1.0
-    gains = abs(gain(y[i]) - gain(y[j])) / ideal
+    top = gain_unit(y)
+    gains = abs(gain(y[i], top) - gain(y[j], top)) / ideal
     if kind == "ndcg":
         return gains * abs(discount(ranks[i]) - discount(ranks[j]))
     apart = abs(ranks[i] - ranks[j])
