@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from recloss import kernels
 from recloss._spec import Bound
-from recloss._validate import deferred_message
+from recloss._validate import deferred_message, gather_requested
 from recloss.backends._compiled import SignatureCache
-from recloss.backends.tensorflow.streaming import first_order_only
+from recloss.backends.tensorflow.streaming import first_order_only, forward_mode
 from recloss.backends.tensorflow.streaming import streaming_row_losses as _streaming_row_losses
 
 
@@ -75,7 +75,14 @@ class TensorFlowOps:
     logical_and = staticmethod(tf.logical_and)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
-    recompute = staticmethod(tf.recompute_grad)
+
+    @staticmethod
+    def recompute(fn: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+        """``tf.recompute_grad(fn)``, except in forward mode, which ``recompute_grad`` refuses (its backward
+        cannot be transposed) and which keeps nothing to recompute: there ``fn`` itself."""
+        checkpointed = tf.recompute_grad(fn)
+        return lambda x: fn(x) if forward_mode([x]) else checkpointed(x)
+
     sigmoid = staticmethod(tf.sigmoid)
     log1p = staticmethod(tf.math.log1p)
     expm1 = staticmethod(tf.math.expm1)
@@ -189,15 +196,19 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     dtypes, sizes and static options: :attr:`recloss._spec.Bound.signature`) from its second call on, as Keras
     does for ``fit``: graph and XLA speed without per-operation dispatch. The number options are passed as
     tensors, so a new temperature does not retrace. Inside a ``tf.function`` the kernel is traced into the
-    caller's graph as usual; under a tape that may record a second derivative it runs eagerly, where the
-    streaming path's backward checks for an outer tape (see ``recloss.backends.tensorflow.streaming``)."""
+    caller's graph as usual. It runs operation by operation where a compiled kernel would be wrong or cannot
+    run: with ``gather`` (an eager call with it runs in an eager ``strategy.run``, whose collectives'
+    ``merge_call`` cannot run inside a function being traced), under a tape that may record a second
+    derivative (the streaming path's backward checks for an outer tape, see
+    ``recloss.backends.tensorflow.streaming``) and under a forward accumulator."""
     cache = SignatureCache(CACHE_SIZE)
 
     def run(bound: Any, **arguments: Any) -> Any:
         if not tf.executing_eagerly() or EAGER_COMPILE is None:
             return kernel(bound, **arguments)
         tensors, numbers_, static = kernels.split_arguments(bound, arguments)
-        if _higher_order([t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
+        if gather_requested(static.get("gather")) is not None or _operation_by_operation(
+                [t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
             return kernel(bound, **arguments)
         key = (bound.signature, tuple(sorted(static.items())), kernels.settings())
         function = cache.lookup(key, COMPILE_AFTER, lambda: tf.function(
@@ -209,6 +220,13 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
             return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
                                       for k, v in numbers_.items()})
     return run
+
+
+def _operation_by_operation(tensors: list) -> bool:
+    """Where an eager call must not run a compiled kernel: under a tape that may record a second derivative
+    (the streaming backward then computes in ordinary operations) or a forward accumulator (a custom gradient
+    has no JVP)."""
+    return _higher_order(tensors) or forward_mode(tensors)
 
 
 def _higher_order(tensors: list) -> bool:
