@@ -49,7 +49,7 @@ def configurations(backends: list[str], shapes: list[tuple[int, int, int]], quic
     configs = []
     for index, shape in enumerate(sorted(shapes, key=lambda s: s[0] * s[1])):
         size = 0 if quick else min(index, 2) if shape not in SHAPES else SHAPES.index(shape)
-        # Two warm-up steps everywhere: eager JAX and TF calls compile a signature on its second call, so the
+        # Two warm-up steps everywhere: eager TF calls compile a signature on its second call (JAX on its first), so the
         # timed steps (and the memory peak) are the steady state, not the compilation.
         common = {"shape": list(shape), "reps": 5 if quick else REPS[size], "warmup": 2,
                   "max_seconds": 10.0 if quick else BUDGET_S[size]}

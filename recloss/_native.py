@@ -206,5 +206,11 @@ def retrieval_init_params(spec: LossSpec) -> list[Param]:
     return option_params(spec, tensor_ok=False) + [Param("name", "str | None", None), Param("**kwargs", "Any")]
 
 
+#: The Keras ecosystem's names of the retrieval call (TensorFlow Recommenders' ``tasks.Retrieval``, keras-rs'
+#: ``SamplingProbabilityCorrection``), taken by ``Retrieval.call`` beside the spec's: each is another spelling of
+#: the spec tensor it names (a probability p for ``pos_log_q = log p``; ids for ``pos_ids``).
+RETRIEVAL_ALIASES = {"candidate_sampling_probability": "pos_log_q", "candidate_ids": "pos_ids"}
+
+
 def retrieval_call_params(spec: LossSpec) -> list[Param]:
-    return tensor_params(spec, "Any")
+    return tensor_params(spec, "Any") + [Param(name, "Any | None", None) for name in RETRIEVAL_ALIASES]

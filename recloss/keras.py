@@ -20,12 +20,14 @@ import textwrap
 from typing import Any, Callable, ClassVar, Mapping
 
 import keras
+import numpy as np
 from keras import ops
 
 import recloss
 from recloss import _native
+from recloss._dispatch import framework_of, load_backend
 from recloss._spec import LossSpec
-from recloss.errors import ReclossError, ShapeError
+from recloss.errors import OptionError, ReclossError, ShapeError
 from recloss.losses import CATALOGUE
 
 _SERIAL_PACKAGE = "recloss"
@@ -44,18 +46,72 @@ class Retrieval(keras.layers.Layer):
         _native.check_options(self.spec, options)
         super().__init__(name=name, **kwargs)
         self.options = options
+        # Keras would cast every floating input to the compute dtype (bfloat16 under mixed_bfloat16), logQ and
+        # weights included: the call converts its inputs itself (_converted), the embeddings as Keras does.
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
 
     def _loss(self, tensors: dict[str, Any]) -> Any:
+        tensors = self._converted(tensors)
+        for alias, name in _native.RETRIEVAL_ALIASES.items():
+            value = tensors.pop(alias)
+            if value is None:
+                continue
+            if tensors[name] is not None:
+                raise ReclossError(f"{type(self).__name__}: pass `{alias}` or `{name}`, not both (they are two "
+                                   f"names of one input)")
+            tensors[name] = _log_probability(type(self).__name__, alias, value) if name == "pos_log_q" else value
         return recloss.sampled_softmax_loss(**tensors, **self.options)
 
+    def _converted(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """The call's inputs as tensors of the Keras backend: the embeddings cast as Keras casts any layer's
+        inputs (to the compute dtype, where ``autocast``), the other floating tensors to at least float32."""
+        return {name: None if x is None else
+                self.dtype_policy.convert_input(x, self.autocast, self._target_dtype(name))
+                for name, x in tensors.items()}
+
+    def _target_dtype(self, name: str) -> str:
+        if name.endswith("_emb"):
+            return self.input_dtype
+        return _at_least_float32(self.input_dtype)
+
     def compute_output_spec(self, query_emb: Any, *args: Any, **kwargs: Any) -> keras.KerasTensor:
-        floats = [x for x in (query_emb, *args, *kwargs.values()) if x is not None and "float" in str(x.dtype)]
-        dtype = "float64" if any("float64" in str(x.dtype) for x in floats) else "float32"
+        named = [("query_emb", query_emb), *zip(("pos_emb", "neg_emb"), args), *kwargs.items()]
+        floats = [self._target_dtype(name) if self.autocast else keras.backend.standardize_dtype(x.dtype)
+                  for name, x in named if x is not None and "float" in str(x.dtype)]
+        dtype = "float64" if "float64" in floats else "float32"
         shape = (query_emb.shape[0],) if self.options["reduction"] == "none" else ()
         return keras.KerasTensor(shape, dtype=dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self.options}
+
+
+def _at_least_float32(dtype: str) -> str:
+    """``dtype``, or float32 where it is a half-precision dtype."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def _log_probability(owner: str, name: str, probability: Any) -> Any:
+    """``log p`` of a sampling probability (a tensor of at least float32), after checking, where its values are
+    concrete, that they lie in (0, 1]."""
+    values = _concrete(probability)
+    if values is not None and values.size:
+        bad = ~((values > 0) & (values <= 1))
+        if bad.any():
+            raise OptionError(f"{owner}: `{name}` must hold sampling probabilities in (0, 1]; got "
+                              f"{float(values[bad][0])!r} (log Q values, e.g. the log of an expected count above "
+                              "1, go to `pos_log_q`)")
+    return ops.log(probability)
+
+
+def _concrete(x: Any) -> Any:
+    """The values of a backend tensor as float64 NumPy, or None where they are not known (while tracing)."""
+    framework = framework_of(x)
+    if framework is None:
+        return None
+    values = load_backend(framework).concrete(x)
+    return None if values is None else np.asarray(values, dtype=np.float64)
 
 
 RETRIEVAL_EXAMPLE = """
@@ -87,7 +143,17 @@ def _retrieval_docstring(spec: LossSpec) -> str:
               "", "Call:", "    ``task(query_emb, pos_emb, neg_emb=None, *, pos_log_q=None, ...)``", ""]
     lines += [f"    - ``{a.name}``: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
               for a in spec.args]
-    lines += [f"    - returns: {spec.returns}", "", "Example:", "    ```python"]
+    lines += ["    - ``candidate_sampling_probability``: ``[B]`` float, optional. The names of TensorFlow "
+              "Recommenders and keras-rs: the sampling probability p of each positive, equal to ``pos_log_q = "
+              "log p`` (the log taken here in at least float32). Values must lie in (0, 1], checked where they "
+              "are concrete (TFRS and keras-rs clip p to [1e-6, 1] instead).",
+              "    - ``candidate_ids``: ``[B]`` int, optional. Equal to ``pos_ids``. Passing both names of one "
+              "input is an error.",
+              f"    - returns: {spec.returns}", "",
+              "Precision: the embeddings follow the layer's dtype policy as any Keras layer's inputs do (under "
+              "``mixed_bfloat16`` they are cast to bfloat16); the other tensors (logQ, probabilities, weights) are "
+              "never cast below float32, so a float32 ``pos_log_q`` or ``sample_weight`` reaches recloss unrounded.",
+              "", "Example:", "    ```python"]
     lines += [f"    {line}" if line else "" for line in textwrap.dedent(RETRIEVAL_EXAMPLE).strip("\n").splitlines()]
     lines += ["    ```"]
     return "\n".join(lines)
@@ -124,6 +190,11 @@ class ReclossLoss(keras.losses.Loss):
         _native.check_options(self.spec, options)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.options = options
+        # Keras converts y_true, y_pred and sample_weight to the loss's dtype and reduces in it: with a
+        # half-precision dtype (dtype="mixed_bfloat16") labels and weights would be rounded and the rows summed
+        # in bfloat16. recloss computes half-precision inputs in float32 and returns float32 anyway.
+        self._requested_dtype = self._dtype
+        self._dtype = _at_least_float32(self._dtype)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         labels, mask = self._split(y_true)
@@ -143,6 +214,10 @@ class ReclossLoss(keras.losses.Loss):
             if mask is not None:
                 tensors["mask"] = mask
             return function(**tensors, reduction="none", **self.options)
+        if mask is not None:
+            # A padded row's scores (column 0 masked) are replaced before any arithmetic: a NaN there would
+            # otherwise make every row NaN (a non-finite input poisons the whole loss, by design).
+            y_pred = ops.where(mask[:, :1], y_pred, ops.zeros_like(y_pred))
         tensors = {"pos_logit": y_pred[:, 0], "neg_logit": y_pred[:, 1:]}
         if mask is not None:
             tensors["neg_mask"] = mask[:, 1:]
@@ -164,7 +239,7 @@ class ReclossLoss(keras.losses.Loss):
         return y_true["labels"], mask
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "dtype": self.dtype, **self.options}
+        return {**super().get_config(), "dtype": self._requested_dtype, **self.options}
 
 
 def _y_pred_shape(form: str) -> str:
@@ -195,7 +270,9 @@ def _loss_docstring(spec: LossSpec, form: str) -> str:
     lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options if o.name != "reduction"]
     lines += ['    reduction: as every Keras loss: "sum_over_batch_size" (default; = "mean"), "sum", '
               '"mean_with_sample_weight" or "none"/None.', "    name: as every Keras loss.",
-              "    dtype: as every Keras loss.", "", "Call:", "    ``loss(y_true, y_pred, sample_weight=None)``", ""]
+              "    dtype: as every Keras loss, except that a "
+              "float16/bfloat16 dtype (e.g. \"mixed_bfloat16\") computes and returns float32: labels and weights are "
+              "never rounded to half precision.", "", "Call:", "    ``loss(y_true, y_pred, sample_weight=None)``", ""]
     lines += [f"    - {line}" for line in shapes]
     lines += ["    - sample_weight: row weights ``[B]``, applied by Keras.", "",
               "With ``compile(loss=...)`` pass the labels as ``y`` (Keras 3 refuses a dict ``y`` for a single "

@@ -37,6 +37,8 @@ class Retrieval(keras.layers.Layer):
         pos_ids: Any | None = None,
         neg_ids: Any | None = None,
         sample_weight: Any | None = None,
+        candidate_sampling_probability: Any | None = None,
+        candidate_ids: Any | None = None,
     ) -> Any: ...
     def __call__(
         self,
@@ -49,6 +51,8 @@ class Retrieval(keras.layers.Layer):
         pos_ids: Any | None = None,
         neg_ids: Any | None = None,
         sample_weight: Any | None = None,
+        candidate_sampling_probability: Any | None = None,
+        candidate_ids: Any | None = None,
     ) -> Any: ...
     def compute_output_spec(self, query_emb: Any, *args: Any, **kwargs: Any) -> Any: ...
     def get_config(self) -> dict[str, Any]: ...

@@ -5,10 +5,11 @@
                                                             ranks whose calls differ, torch.func, compile
 ``python tests/distributed_scripts.py jax``                 JAX on 4 host devices: sharded ordinary calls and the
                                                             docs' examples (``jax_sharding_checks.py``), shard_map, pmap
-``python tests/distributed_scripts.py tensorflow``          Keras ``model.fit`` and ``tf.function`` under MirroredStrategy
+``python tests/distributed_scripts.py tensorflow``          Keras ``model.fit`` (also eager) and ``strategy.run`` under MirroredStrategy
 
 Each prints ``OK`` and exits 0 when every check holds; an ``AssertionError`` says which did not. All math is
-checked against the same loss on one device on the concatenated (global) batch, in float64.
+checked against the same loss on one device on the concatenated (global) batch, in float64 (TensorFlow's eager and
+plain-tensor checks: against a formula written in this script).
 """
 
 from __future__ import annotations
@@ -424,9 +425,12 @@ def tensorflow_checks() -> None:
     with tf.GradientTape() as tape:
         want = retrieval(single([x, y]), None)
     want_grads = tape.gradient(want, single.trainable_weights)
+    embeddings = tf.cast(single([x, y]), tf.float64)
+    _close(want, _softmax_by_hand(tf, embeddings[:, :DIM], embeddings[:, DIM:], temperature=0.5),
+           "one device: the formula", 1e-6)
     start = [w.numpy() for w in single.trainable_weights]
     dataset = tf.data.Dataset.from_tensor_slices(((x, y), np.zeros((batch, 1), "float32"))).batch(batch)
-    for way in ("compile", "compute_loss", "add_loss"):
+    for way in ("compile", "compute_loss", "add_loss", "compile, run_eagerly"):
         with strategy.scope():
             model = build()
             for variable, value in zip(model.trainable_weights, start):
@@ -448,8 +452,9 @@ def tensorflow_checks() -> None:
                 inputs = [keras.Input((FEATURES,)), keras.Input((FEATURES,))]
                 model = Retrieval(inputs, inner(inputs))
                 model.compile(optimizer=keras.optimizers.SGD(1.0))
-            else:
-                model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda _, y_pred: retrieval(y_pred, True))
+            else:                        # run_eagerly: eager strategy.run, where a compiled call would crash
+                model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda _, y_pred: retrieval(y_pred, True),
+                              run_eagerly=way.endswith("run_eagerly"))
         history = model.fit(dataset, epochs=1, verbose=0)
         for before, after, grad in zip(start, model.trainable_weights, want_grads):
             _close(before - after.numpy(), grad, f"model.fit ({way}): SGD step", 1e-5)
@@ -491,6 +496,94 @@ def tensorflow_checks() -> None:
                     tensors["weight"], tensors["neg_ids"], None)
     _close(value, want, "tf.function strategy.run: summed shares")
     _close(grad, tape.gradient(want, projection), "tf.function strategy.run: summed gradients")
+
+    # 3. Eager strategy.run with gather=True (no tf.function), replicas of equal and of unequal sizes, three
+    #    steps each: a signature's second eager call used to run compiled and crash in merge_call ("called
+    #    while defining a new graph"). Against the formula on the concatenated batch.
+    rng = np.random.default_rng(7)
+    for batch, negatives in (((4, 4), (2, 2)), (BATCH, NEGATIVES)):
+        b, n = sum(batch), sum(negatives)
+        full = {"xq": rng.normal(size=(b, FEATURES)), "xp": rng.normal(size=(b, FEATURES)),
+                "pos_ids": rng.integers(0, 4, b), "pos_log_q": np.log(rng.uniform(0.05, 1.0, b)),
+                "weight": rng.uniform(0.0, 2.0, b), "xn": rng.normal(size=(n, FEATURES)),
+                "neg_ids": rng.integers(0, 4, n), "neg_log_q": np.log(rng.uniform(0.05, 1.0, n))}
+        full = {key: tf.constant(value) for key, value in full.items()}
+        local = {key: strategy.experimental_distribute_values_from_function(
+            lambda ctx, key=key, value=value: value[_rows(negatives if key.startswith(("xn", "neg")) else batch,
+                                                          ctx.replica_id_in_sync_group)])
+            for key, value in full.items()}
+        with tf.GradientTape() as tape:
+            tape.watch(projection)
+            want = _softmax_by_hand(tf, full["xq"] @ projection, full["xp"] @ projection, full["xn"] @ projection,
+                                    full["pos_log_q"], full["neg_log_q"], full["pos_ids"], full["neg_ids"],
+                                    full["weight"], temperature=0.5)
+        want_grad = tape.gradient(want, projection)
+
+        def eager_replica(inputs, implementation):
+            with tf.GradientTape() as tape:
+                tape.watch(projection)
+                share = recloss.sampled_softmax_loss(
+                    inputs["xq"] @ projection, inputs["xp"] @ projection, inputs["xn"] @ projection, in_batch=True,
+                    temperature=0.5, pos_log_q=inputs["pos_log_q"], neg_log_q=inputs["neg_log_q"],
+                    pos_ids=inputs["pos_ids"], neg_ids=inputs["neg_ids"], sample_weight=inputs["weight"],
+                    implementation=implementation, gather=True)
+            return share, tape.gradient(share, projection)
+
+        for implementation in ("materialized", "streaming"):
+            for step in range(3):
+                shares, grads = strategy.run(eager_replica, args=(local, implementation))
+                what = f"eager strategy.run, replicas of {batch} rows, {implementation}, step {step + 1}"
+                _close(sum(strategy.experimental_local_results(shares)), want, f"{what}: summed shares")
+                _close(sum(strategy.experimental_local_results(grads)), want_grad, f"{what}: summed gradients")
+
+    # 4. Plain tensors (not distributed values) passed to strategy.run: every replica holds the same rows, the
+    #    global batch is their concatenation. TF's merge_call takes a value that is one object on every replica
+    #    for one value: the all-gather returned one copy (replica 1's own positive then counted as a negative).
+    q, p = (tf.constant(rng.normal(size=(4, DIM))) for _ in range(2))
+    doubled = lambda x: tf.concat([x, x], 0)  # noqa: E731
+
+    def plain_replica(q, p):
+        with tf.GradientTape() as tape:
+            tape.watch(q)
+            share = recloss.sampled_softmax_loss(q, p, temperature=0.5, gather=True)
+        rows = recloss.sampled_softmax_loss(q, p, temperature=0.5, gather=True, reduction="none")
+        return share, tape.gradient(share, q), rows
+
+    with tf.GradientTape() as tape:
+        tape.watch(q)
+        want_rows = _softmax_by_hand(tf, doubled(q), doubled(p), temperature=0.5, reduction="none")
+        want = tf.reduce_mean(want_rows)
+    want_grad = tape.gradient(want, q)
+    for how, run in (("eager", lambda: strategy.run(plain_replica, args=(q, p))),
+                     ("tf.function", tf.function(lambda: strategy.run(plain_replica, args=(q, p))))):
+        shares, grads, rows = (strategy.experimental_local_results(v) for v in run())
+        _close(sum(shares), want, f"plain tensors, {how}: summed shares")
+        _close(sum(grads), want_grad, f"plain tensors, {how}: summed gradients")
+        for replica, local_rows in enumerate(rows):
+            _close(local_rows, want_rows[4 * replica:4 * replica + 4],
+                   f"plain tensors, {how}: replica {replica}'s rows")
+
+
+def _softmax_by_hand(tf, q, p, n=None, pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None, weight=None,
+                     temperature=1.0, reduction="mean"):
+    """The loss in plain TensorFlow operations, written here: each row's softmax over every row's positive
+    (its own in column i) and the shared negatives, log Q subtracted from every column, the candidates whose id
+    equals the row's positive id removed (its own positive kept); the weighted mean, or the rows."""
+    rows_in = tf.matmul(q, p, transpose_b=True) / temperature
+    if pos_log_q is not None:
+        rows_in -= pos_log_q[None, :]
+    keep = tf.eye(tf.shape(q)[0], dtype=tf.bool)
+    keep = keep | (pos_ids[:, None] != pos_ids[None, :]) if pos_ids is not None else tf.ones_like(keep)
+    blocks, keeps = [rows_in], [keep]
+    if n is not None:
+        blocks.append(tf.matmul(q, n, transpose_b=True) / temperature - neg_log_q[None, :])
+        keeps.append(pos_ids[:, None] != neg_ids[None, :])
+    scores = tf.where(tf.concat(keeps, 1), tf.concat(blocks, 1), tf.constant(-np.inf, q.dtype))
+    rows = tf.reduce_logsumexp(scores, 1) - tf.linalg.diag_part(rows_in)
+    if reduction == "none":
+        return rows
+    weight = tf.ones_like(rows) if weight is None else weight
+    return tf.reduce_sum(rows * weight) / tf.reduce_sum(weight)
 
 
 if __name__ == "__main__":

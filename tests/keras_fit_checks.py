@@ -210,6 +210,8 @@ def check_direct_calls() -> None:
         options = {"temperature": 0.5, "num_hard_negatives": 2} if cls is recloss.keras.SoftmaxLoss else \
             {"temperature": 2.0}
         rows = rows_of(scores.astype(np.float64), mask) * weight
+        if cls is recloss.keras.SoftmaxLoss:
+            scores[~mask[:, 0]] = np.nan       # a padded row's scores never reach the loss (nor its other rows)
         clean = np.where(mask, np.maximum(labels, 0), 0).astype("float32")
         for reduction, want in (("sum_over_batch_size", rows.sum() / len(rows)), ("sum", rows.sum()),
                                 ("mean_with_sample_weight", rows.sum() / weight.sum()), ("none", rows)):
@@ -219,6 +221,89 @@ def check_direct_calls() -> None:
                 np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6, err_msg=f"{cls.__name__} {reduction}")
             restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
             assert type(restored) is cls and restored.get_config() == loss.get_config(), restored.get_config()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Mixed precision: the policy casts the embeddings, never the float32 logQ, probabilities, weights or labels
+
+
+def _bfloat16(x) -> np.ndarray:
+    """float32 values rounded to bfloat16 (to nearest even, as every backend's cast), as float64."""
+    import ml_dtypes
+
+    return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
+def _softmax_rows_by_hand(q, c, log_q, ids, temperature):
+    """In-batch softmax rows in float64, written here: logQ on every column, same-id columns removed."""
+    rows = []
+    for i in range(len(q)):
+        s = q[i] @ c.T / temperature - log_q
+        z = np.array([s[i]] + [s[j] for j in range(len(s)) if j != i and ids[j] != ids[i]])
+        rows.append(z.max() + np.log(np.sum(np.exp(z - z.max()))) - s[i])
+    return np.array(rows)
+
+
+class EmbeddingTowers(keras.Model):
+    """Two embedding tables (bfloat16 lookups under mixed_bfloat16: exact roundings of the float32 tables)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users, self.items = keras.layers.Embedding(ROWS, DIM), keras.layers.Embedding(ROWS, DIM)
+        self.task = recloss.keras.Retrieval(temperature=0.5, product_precision="float32")
+
+    def call(self, x):
+        return self.users(x["user"]), self.items(x["item"])
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        query, item = y_pred
+        return self.task(query, item, pos_ids=x["ids"], candidate_sampling_probability=x["probability"],
+                         sample_weight=x["weight"])
+
+
+def check_mixed_bfloat16() -> None:
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        x = retrieval_data()
+        x["probability"] = np.exp(x["log_q"]).astype("float32")
+        x["user"], x["item"] = np.arange(ROWS), np.arange(ROWS)
+        b = _batch(x, 0)
+        rng = np.random.default_rng(5)
+        q32, c32 = rng.normal(size=(BATCH, DIM)).astype("float32"), rng.normal(size=(BATCH, DIM)).astype("float32")
+        q, c = ops.cast(q32, "bfloat16"), ops.cast(c32, "bfloat16")
+        rows = _softmax_rows_by_hand(_bfloat16(q32), _bfloat16(c32), b["log_q"].astype(np.float64), b["ids"], 0.5)
+        want = np.sum(rows * b["weight"]) / np.sum(b["weight"])
+        task = recloss.keras.Retrieval(temperature=0.5, product_precision="float32")
+        for name, got in (("pos_log_q", task(q, c, pos_log_q=b["log_q"], pos_ids=b["ids"], sample_weight=b["weight"])),
+                          ("candidate_sampling_probability", task(q, c, candidate_sampling_probability=b["probability"],
+                                                                  pos_ids=b["ids"], sample_weight=b["weight"]))):
+            if keras.backend.standardize_dtype(got.dtype) != "float32":
+                raise AssertionError(f"Retrieval under mixed_bfloat16 ({name}): a {got.dtype} loss")
+            np.testing.assert_allclose(ops.convert_to_numpy(got), want, rtol=2e-6, err_msg=f"Retrieval ({name})")
+
+        # A loss class asked for a half-precision dtype keeps labels, weights and its reduction in float32.
+        scores = rng.normal(size=(BATCH, 4)).astype("float32") * 3
+        labels = np.eye(1, 4, dtype="float32").repeat(BATCH, 0)
+        z = scores.astype(np.float64) / 0.5
+        block_rows_by_hand = z.max(1) + np.log(np.sum(np.exp(z - z.max(1, keepdims=True)), 1)) - z[:, 0]
+        loss = recloss.keras.SoftmaxLoss(temperature=0.5, dtype="mixed_bfloat16")
+        got = loss(labels, scores, sample_weight=b["weight"])
+        if keras.backend.standardize_dtype(got.dtype) != "float32":
+            raise AssertionError(f"SoftmaxLoss(dtype='mixed_bfloat16'): a {got.dtype} loss")
+        np.testing.assert_allclose(ops.convert_to_numpy(got), np.sum(block_rows_by_hand * b["weight"]) / BATCH,
+                                   rtol=2e-6, err_msg="SoftmaxLoss(dtype='mixed_bfloat16')")
+
+        def expected(step, weights):
+            users, items = (_bfloat16(w) for w in weights)
+            s = _batch(x, step)
+            rows = _softmax_rows_by_hand(users[s["user"]], items[s["item"]],
+                                         np.log(s["probability"].astype(np.float32)).astype(np.float64), s["ids"], 0.5)
+            return np.sum(rows * s["weight"]) / np.sum(s["weight"])
+
+        _fit_and_compare(EmbeddingTowers(), x, None, expected, jit=False)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def main() -> None:
@@ -231,6 +316,7 @@ def main() -> None:
         checks[f"block_softmax_{suffix}"] = lambda jit=jit: check_block(jit)
         checks[f"generated_ranking_{suffix}"] = lambda jit=jit: check_generated_ranking(jit)
     checks["direct_calls"] = check_direct_calls
+    checks["mixed_bfloat16"] = check_mixed_bfloat16
     checks.update(SAMPLING_CHECKS)   # the frequency estimator and the negative queue (keras_sampling_checks.py)
     only = sys.argv[1:]
     results = {}

@@ -137,8 +137,10 @@ def test_jax_sharded_calls_shard_map_and_pmap() -> None:
 
 @_installed("tensorflow")
 def test_keras_fit_and_tf_function_under_mirrored_strategy() -> None:
-    """``model.fit`` (loss given to compile, or compute_loss overridden) takes the single-device SGD step and
-    reports the single-device loss; ``tf.function`` around ``strategy.run`` with replicas of 4 and 3 rows."""
+    """``model.fit`` (loss given to compile, or compute_loss overridden; also ``run_eagerly``) takes the
+    single-device SGD step and reports the single-device loss; ``tf.function`` around ``strategy.run`` with
+    replicas of 4 and 3 rows; eager ``strategy.run`` with replicas of equal and unequal sizes, first and later
+    steps; plain tensors passed to ``strategy.run`` (the global batch is every replica's copy)."""
     assert _run([sys.executable, str(SCRIPTS), "tensorflow"]).strip().endswith("OK")
 
 

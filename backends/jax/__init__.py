@@ -184,28 +184,32 @@ def _sharded_outside(sharding: Any, axis: int) -> bool:
 
 OPS = JaxOps()
 
-#: Compiled kernels kept, by call signature; the cache is emptied when it reaches this size.
+#: Compiled kernels kept (of every loss together), by call signature; the cache (:data:`CACHE`) is emptied when
+#: it holds this many, which frees them (JAX frees a jitted function's executables with the function).
 CACHE_SIZE = 256
-#: A signature is compiled once it has been called this many times eagerly (one-off shapes, as in a stream of
-#: lists of every length, never pay for a compilation).
-COMPILE_AFTER = 2
+#: A signature is compiled once it has been called this many times eagerly: from its first call. Unlike
+#: TensorFlow's, JAX's operation-by-operation execution compiles every operation for its shapes (and keeps the
+#: executables): a new shape run operation by operation took about 3 times the time and 15 times the memory
+#: (about 30 MiB for ``listwise_softmax_loss``) of compiling the whole kernel once.
+COMPILE_AFTER = 1
+
+CACHE = SignatureCache(CACHE_SIZE)
 
 
 def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     """``kernel`` called eagerly (on concrete arrays) runs as one ``jax.jit`` computation per call signature
     (forms, dtypes, sizes and the static options: see :attr:`recloss._spec.Bound.signature`) from the
-    signature's second call on, so that it costs one dispatch instead of one per operation; the number options
-    (temperature, margin) are traced, so a new value does not recompile. Inside the caller's
-    ``jit``/``grad``/``vmap`` (tracer inputs) the kernel is traced into their computation as usual."""
-    cache = SignatureCache(CACHE_SIZE)
-
+    signature's first call on (:data:`COMPILE_AFTER`), so that it costs one dispatch instead of one per
+    operation; the number options (temperature, margin) are traced, so a new value does not recompile. Inside
+    the caller's ``jit``/``grad``/``vmap`` (tracer inputs) the kernel is traced into their computation as
+    usual."""
     def run(bound: Any, **arguments: Any) -> Any:
         if any(isinstance(v, jax.core.Tracer) for v in arguments.values()):
             return kernel(bound, **arguments)    # inside the caller's transformation: traced into it as usual
         tensors, numbers_, static = kernels.split_arguments(bound, arguments)
         key = (bound.signature, tuple(sorted(static.items())), bool(jax.config.jax_enable_x64),
                kernels.settings())
-        function = cache.lookup(key, COMPILE_AFTER, lambda: jax.jit(
+        function = CACHE.lookup(key, COMPILE_AFTER, lambda: jax.jit(
             lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static)))
         if function is None:
             return kernel(bound, **arguments)

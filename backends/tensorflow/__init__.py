@@ -6,16 +6,16 @@ Sizes unknown at trace time (``input_signature`` with ``None`` dimensions) are r
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import tensorflow as tf
 
 from recloss import kernels
 from recloss._spec import Bound
-from recloss._validate import deferred_message
+from recloss._validate import deferred_message, gather_requested
 from recloss.backends._compiled import SignatureCache
-from recloss.backends.tensorflow.streaming import first_order_only
+from recloss.backends.tensorflow.streaming import first_order_only, forward_mode
 from recloss.backends.tensorflow.streaming import streaming_row_losses as _streaming_row_losses
 
 
@@ -95,7 +95,14 @@ class TensorFlowOps:
     logical_and = staticmethod(tf.logical_and)
     stop_gradient = staticmethod(tf.stop_gradient)
     minimum = staticmethod(tf.minimum)
-    recompute = staticmethod(tf.recompute_grad)
+
+    @staticmethod
+    def recompute(fn: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+        """``tf.recompute_grad(fn)``, except in forward mode, which ``recompute_grad`` refuses (its backward
+        cannot be transposed) and which keeps nothing to recompute: there ``fn`` itself."""
+        checkpointed = tf.recompute_grad(fn)
+        return lambda x: fn(x) if forward_mode([x]) else checkpointed(x)
+
     sigmoid = staticmethod(tf.sigmoid)
     log1p = staticmethod(tf.math.log1p)
     expm1 = staticmethod(tf.math.expm1)
@@ -194,41 +201,76 @@ class TensorFlowOps:
 
 OPS = TensorFlowOps()
 
-#: Compiled kernels kept, by call signature; the cache is emptied when it reaches this size.
-CACHE_SIZE = 256
+#: Compiled eager kernels kept (of every loss together), by call signature; the cache (:data:`CACHE`) is
+#: emptied when it holds this many, which frees their ``tf.function`` graphs.
+CACHE_SIZE = 64
 #: A signature is compiled once it has been called this many times eagerly (one-off shapes never pay for a
 #: trace).
 COMPILE_AFTER = 2
 #: How an eager call's kernel is compiled: ``"xla"`` (``tf.function(jit_compile=True)``), ``"graph"``
 #: (``tf.function``) or ``None`` (not at all: operation by operation).
 EAGER_COMPILE: str | None = "xla"
+#: At most this many call signatures are compiled with XLA in a process (every loss together). TensorFlow
+#: never frees an XLA compilation (its compilation cache has no eviction, whatever becomes of the function),
+#: so an XLA-compiled kernel is kept for good in :data:`XLA_KERNELS` and reused when its signature comes back;
+#: further signatures are compiled as ``tf.function`` graphs without XLA, which :data:`CACHE` frees when it is
+#: emptied. Memory therefore stays bounded under any churn of shapes.
+XLA_SIGNATURES = 32
+
+CACHE = SignatureCache(CACHE_SIZE)
+XLA_KERNELS: dict[Hashable, Callable[..., Any]] = {}
 
 
 def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     """``kernel`` called eagerly runs as one ``tf.function(jit_compile=True)`` per call signature (forms,
     dtypes, sizes and static options: :attr:`recloss._spec.Bound.signature`) from its second call on, as Keras
-    does for ``fit``: graph and XLA speed without per-operation dispatch. The number options are passed as
-    tensors, so a new temperature does not retrace. Inside a ``tf.function`` the kernel is traced into the
-    caller's graph as usual; under a tape that may record a second derivative it runs eagerly, where the
-    streaming path's backward checks for an outer tape (see ``recloss.backends.tensorflow.streaming``)."""
-    cache = SignatureCache(CACHE_SIZE)
+    does for ``fit``: graph and XLA speed without per-operation dispatch (beyond :data:`XLA_SIGNATURES`
+    signatures, a ``tf.function`` graph without XLA). The number options are passed as tensors, so a new
+    temperature does not retrace. Inside a ``tf.function`` the kernel is traced into the caller's graph as
+    usual. It runs operation by operation where a compiled kernel would be wrong or cannot run: with
+    ``gather`` (an eager call with it runs in an eager ``strategy.run``, whose collectives' ``merge_call``
+    cannot run inside a function being traced), under a tape that may record a second derivative (the
+    streaming path's backward checks for an outer tape, see ``recloss.backends.tensorflow.streaming``) and
+    under a forward accumulator."""
 
     def run(bound: Any, **arguments: Any) -> Any:
         if not tf.executing_eagerly() or EAGER_COMPILE is None:
             return kernel(bound, **arguments)
         tensors, numbers_, static = kernels.split_arguments(bound, arguments)
-        if _higher_order([t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
+        if gather_requested(static.get("gather")) is not None or _operation_by_operation(
+                [t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
             return kernel(bound, **arguments)
-        key = (bound.signature, tuple(sorted(static.items())), kernels.settings())
-        function = cache.lookup(key, COMPILE_AFTER, lambda: tf.function(
-            lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static),
-            jit_compile=EAGER_COMPILE == "xla", autograph=False))
+        key = (bound.signature, tuple(sorted(static.items())), kernels.settings(), EAGER_COMPILE)
+        function = XLA_KERNELS.get(key)
+        if function is None:
+            function = CACHE.lookup(key, COMPILE_AFTER, lambda: _build(kernel, bound, static, key))
         if function is None:
             return kernel(bound, **arguments)
         with first_order_only():
             return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
                                       for k, v in numbers_.items()})
     return run
+
+
+def _build(kernel: Callable[..., Any], bound: Any, static: dict[str, Any], key: Hashable) -> Callable[..., Any]:
+    """The compiled kernel of one call signature: XLA while :data:`XLA_SIGNATURES` allows (then kept in
+    :data:`XLA_KERNELS`), else a graph."""
+    xla = EAGER_COMPILE == "xla" and len(XLA_KERNELS) < XLA_SIGNATURES
+    function = tf.function(lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static),
+                           jit_compile=xla, autograph=False)
+    # One function per signature by design: TensorFlow's warning about functions created in a loop (it counts
+    # the traces of one Python code object) does not apply.
+    function._omit_frequent_tracing_warning = True
+    if xla:
+        XLA_KERNELS[key] = function
+    return function
+
+
+def _operation_by_operation(tensors: list) -> bool:
+    """Where an eager call must not run a compiled kernel: under a tape that may record a second derivative
+    (the streaming backward then computes in ordinary operations) or a forward accumulator (a custom gradient
+    has no JVP)."""
+    return _higher_order(tensors) or forward_mode(tensors)
 
 
 def _higher_order(tensors: list) -> bool:

@@ -73,10 +73,18 @@ class TensorFlowCollectives:
         return tf.reduce_sum(sizes[:self.worker_index()])
 
     def all_gather(self, x: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
-        gathered = self.context.all_gather(x, axis=0)
+        gathered = self.context.all_gather(_own(x), axis=0)
         # In a graph the gathered shape is unknown; every replica's trailing dimensions are the local ones.
         gathered.set_shape([None, *x.shape[1:]])
         return gathered
 
     def all_reduce_sum(self, x: tf.Tensor) -> tf.Tensor:
-        return self.context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+        return self.context.all_reduce(tf.distribute.ReduceOp.SUM, _own(x))
+
+
+def _own(x: tf.Tensor) -> tf.Tensor:
+    """``x`` as a tensor of this replica's own. ``strategy.run`` hands every replica the same object for a plain
+    (non-distributed) argument, and ``merge_call`` takes a value that is the same object on every replica for
+    one value, not one per replica: its all-gather would return one copy (replica 1's offset then points past
+    the gathered rows) and its sum would not add the copies."""
+    return tf.identity(x)

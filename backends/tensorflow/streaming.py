@@ -16,6 +16,7 @@ import threading
 from typing import Any, Iterator
 
 import tensorflow as tf
+from tensorflow.python import pywrap_tfe
 from tensorflow.python.eager.record import could_possibly_record  # no public API says whether a tape records
 
 _FIRST_ORDER = threading.local()
@@ -33,6 +34,16 @@ def first_order_only() -> Iterator[None]:
         yield
     finally:
         _FIRST_ORDER.on = previous
+
+
+def forward_mode(tensors: list) -> bool:
+    """True where a ``tf.autodiff.ForwardAccumulator`` holds a tangent of one of ``tensors`` (eagerly or while
+    tracing). A custom gradient gives such a tangent no JVP (TensorFlow answers None, or 0 in a graph), so the
+    callers compute the rows in ordinary operations there."""
+    if not could_possibly_record():
+        return False
+    handles = [t.handle if isinstance(t, tf.Variable) else t for t in tensors if t is not None and tf.is_tensor(t)]
+    return bool(handles) and any(pywrap_tfe.TFE_Py_PackJVPs(handles)[0])
 
 
 #: At most this many chunks are kept from the forward for the backward (see ``store_bytes``).
@@ -70,6 +81,10 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
     for keys, log_q, _, _ in sources:
         flat += [keys] + ([log_q] if log_q is not None else [])
     chunk = int(chunk)
+    if forward_mode(flat):
+        # Forward mode: ordinary operations chunk by chunk, whose JVPs TensorFlow computes alongside (a tape
+        # recording too keeps every chunk, as for a second derivative).
+        return differentiable_rows(q, s_pos, list(sources), row_ids, chunk)
 
     def unflatten(tensors: list) -> list[tuple[Any, Any, Any, bool]]:
         out, at = [], 0
