@@ -26,18 +26,19 @@ from recloss._validate import gather_error
 _NEEDS = "an initialised torch.distributed process group"
 
 
-def collectives(loss: str, gather: Any) -> "TorchCollectives":
-    """The collectives of ``gather`` (True: the default group; or a ProcessGroup), or the shared error."""
+def collectives(loss: str, gather: Any, option: str = "gather") -> "TorchCollectives":
+    """The collectives of ``gather`` (True: the default group; or a ProcessGroup), or the shared error (naming
+    ``option``, the option that asked for them)."""
     if isinstance(gather, (str, tuple)):
         raise gather_error(loss, gather, "True or a torch.distributed.ProcessGroup on the torch backend",
                            "a mesh axis name, which is for JAX",
-                           "pass gather=True for the default process group, or the group itself")
+                           "pass gather=True for the default process group, or the group itself", option)
     if not dist.is_available():
         raise gather_error(loss, gather, _NEEDS, "a torch build without torch.distributed",
-                           "install a torch build with distributed support, or pass gather=None")
+                           "install a torch build with distributed support, or pass gather=None", option)
     if not dist.is_initialized():
         raise gather_error(loss, gather, _NEEDS, "none initialised",
-                           "call torch.distributed.init_process_group first, e.g. through torchrun")
+                           "call torch.distributed.init_process_group first, e.g. through torchrun", option)
     group = None if gather is True else gather
     return TorchCollectives(group)
 
@@ -80,6 +81,22 @@ class TorchCollectives:
             return _AllReduceSum.apply(x, self.group)
         return _all_reduce(x, self.group)
 
+    def all_reduce_max(self, x: torch.Tensor) -> torch.Tensor:
+        return _all_reduce(x, self.group, dist.ReduceOp.MAX)
+
+    def local_rows(self, x: torch.Tensor, offset: int, count: int) -> torch.Tensor:
+        return x[offset:offset + count]
+
+    @property
+    def backward_copies(self) -> int:
+        """Every rank's backward of the global loss sums the cotangents of all ranks: W times its share."""
+        return self._workers
+
+    def scale_gradient(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _ScaleGradient.apply(x, factor)
+        return x
+
 
 def _device(group: Any) -> torch.device:
     """The device a group's collectives take their tensors on: CUDA for NCCL, else the CPU."""
@@ -101,9 +118,9 @@ def _gather(x: torch.Tensor, group: Any, sizes: tuple[int, ...]) -> torch.Tensor
     return torch.cat([out[r * most:r * most + size] for r, size in enumerate(sizes)])
 
 
-def _all_reduce(x: torch.Tensor, group: Any) -> torch.Tensor:
+def _all_reduce(x: torch.Tensor, group: Any, op: Any = None) -> torch.Tensor:
     out = x.detach().clone().contiguous()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM if op is None else op, group=group)
     return out
 
 
@@ -143,3 +160,16 @@ class _AllReduceSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         return _all_reduce(grad, ctx.group), None
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity whose gradient is the cotangent times ``factor`` (itself differentiable)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        return grad * ctx.factor, None
