@@ -4,7 +4,8 @@
 ranks (the last batch of an epoch): each gather first exchanges the sizes (one small all-gather per call,
 whatever the number of tensors), pads every rank's rows to the largest, gathers, and trims; its backward
 reduce-scatters the cotangents (padded the same way) so that each rank receives its rows' gradient summed
-over the ranks. ``all_reduce_sum``'s backward all-reduces the cotangents.
+over the ranks. ``all_reduce_sum``'s backward all-reduces the cotangents. Both backwards are differentiable
+(with ``create_graph=True``), so second derivatives through the collectives are exact.
 
 Convention ``"global"``: every rank returns the loss of the global batch. Each rank's backward then yields
 ``W`` times its share of the gradient (the cotangent of the all-reduced sum is summed over the ``W`` ranks),
@@ -134,23 +135,45 @@ class _AllGather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        sizes, most = ctx.sizes, max(ctx.sizes)
-        own = sizes[ctx.index]
-        if most == 0:
-            return grad.new_zeros((0, *grad.shape[1:])), None, None, None
-        if any(size != most for size in sizes):   # rank r's rows back to r * most, zero padding after them
-            pieces, at = [], 0
-            for size in sizes:
-                pieces += [grad[at:at + size], grad.new_zeros((most - size, *grad.shape[1:]))]
-                at += size
-            grad = torch.cat(pieces)
-        out = grad.new_empty((most, *grad.shape[1:]))
-        dist.reduce_scatter_single(out, grad.contiguous(), op=dist.ReduceOp.SUM, group=ctx.group)
-        return out[:own], None, None, None
+        if torch.is_grad_enabled() and grad.requires_grad:   # create_graph=True: a differentiable backward
+            return _ReduceScatter.apply(grad, ctx.group, ctx.sizes, ctx.index), None, None, None
+        return _reduce_scatter(grad, ctx.group, ctx.sizes, ctx.index), None, None, None
+
+
+def _reduce_scatter(grad: torch.Tensor, group: Any, sizes: tuple[int, ...], index: int) -> torch.Tensor:
+    """This rank's rows of ``grad`` ``[sum(sizes), ...]`` summed over the ranks (the transpose of :func:`_gather`)."""
+    most = max(sizes)
+    if most == 0:
+        return grad.new_zeros((0, *grad.shape[1:]))
+    if any(size != most for size in sizes):   # rank r's rows back to r * most, zero padding after them
+        pieces, at = [], 0
+        for size in sizes:
+            pieces += [grad[at:at + size], grad.new_zeros((most - size, *grad.shape[1:]))]
+            at += size
+        grad = torch.cat(pieces)
+    out = grad.new_empty((most, *grad.shape[1:]))
+    dist.reduce_scatter_single(out, grad.detach().contiguous(), op=dist.ReduceOp.SUM, group=group)
+    return out[:sizes[index]]
+
+
+class _ReduceScatter(torch.autograd.Function):
+    """:func:`_reduce_scatter` whose backward is the gather (second derivatives through ``_AllGather``)."""
+
+    @staticmethod
+    def forward(ctx: Any, grad: torch.Tensor, group: Any, sizes: tuple[int, ...], index: int) -> torch.Tensor:
+        ctx.group, ctx.sizes, ctx.index = group, sizes, index
+        return _reduce_scatter(grad, group, sizes, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        if torch.is_grad_enabled() and grad.requires_grad:
+            return _AllGather.apply(grad, ctx.group, ctx.sizes, ctx.index), None, None, None
+        return _gather(grad, ctx.group, ctx.sizes), None, None, None
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """Elementwise sum over the ranks; its backward is the sum of the cotangents over the ranks."""
+    """Elementwise sum over the ranks; its backward is the sum of the cotangents over the ranks (itself
+    differentiable, for second derivatives)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, group: Any) -> torch.Tensor:
@@ -159,6 +182,8 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        if torch.is_grad_enabled() and grad.requires_grad:
+            return _AllReduceSum.apply(grad, ctx.group), None
         return _all_reduce(grad, ctx.group), None
 
 

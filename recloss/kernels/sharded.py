@@ -141,7 +141,9 @@ def part_row_losses(ops: Ops, bound: Bound, rows: Any, s_pos: Any, keys: Any, lo
     count = ops.size(keys, 0)
     static = not known_only_at_run_time(count)
     if static and count == 0:
-        return s_pos * 0.0
+        # Zeros that depend on the rows all the same: every worker's backward must run the same collectives,
+        # and the rows' gather is transposed only where its output is used (an empty shard among others).
+        return s_pos * 0.0 + ops.sum(upcast(ops, bound, rows), 1) * 0.0
     stream = getattr(ops, "streaming_row_losses", None)
     if stream is not None and static and implementation != "materialized" and (
             implementation == "streaming" or (estimate is not None and estimate * count >= softmax.STREAMING_MIN_LOGITS)):
