@@ -88,15 +88,14 @@ def row_losses(ops: Ops, bound: Bound, shards: Collectives, q: Any, p: Any, n: A
     local_count = ops.size(q, 0)
     sizes = _exchange(bound, shards, local_count, q, pos_ids if neg_ids is not None or gather_in_batch else None)
     offset = shards.offset(sizes)
-    # The rows: queries, positive scores and ids (compared with the shard's ids, and the in-batch candidates' ids
-    # with gather), and with gather the positives and their log_q. One gather per tensor.
-    pieces = [q, s_pos, pos_ids if neg_ids is not None or gather_in_batch else None]
-    pieces += [p, pos_log_q] if gather_in_batch else []
-    gathered = [None if x is None else shards.all_gather(x, sizes) for x in pieces]
-    rows_q, rows_s_pos, rows_ids = gathered[:3]
+    rows_q, rows_s_pos, rows_p, rows_log_q = _gather_rows(ops, bound, shards, sizes, q, s_pos,
+                                                          p if gather_in_batch else None, pos_log_q)
+    rows_ids = None
+    if neg_ids is not None or (gather_in_batch and pos_ids is not None):
+        rows_ids = shards.all_gather(pos_ids, sizes)    # compared with the shard's ids and the in-batch ones
     columns = None
     if gather_in_batch:
-        columns = Columns(gathered[3], gathered[4], rows_ids, offset)
+        columns = Columns(rows_p, rows_log_q, rows_ids, offset)
     elif in_batch:
         columns = Columns(p, pos_log_q, pos_ids, 0)
     shard_ids = None if neg_ids is None else rows_ids
@@ -123,6 +122,30 @@ def row_losses(ops: Ops, bound: Bound, shards: Collectives, q: Any, p: Any, n: A
             columns=columns if gather_in_batch else None)
         a_rows = _log_add_exp(ops, log_ratio(ops, bound, local), a_rows)
     return ops.softplus(a_rows)
+
+
+def _gather_rows(ops: Ops, bound: Bound, shards: Collectives, sizes: Any, q: Any, s_pos: Any, p: Any,
+                 pos_log_q: Any) -> tuple:
+    """Every worker's queries ``[B, D]`` and positive scores ``[B]`` (and, where ``p`` is given, positives and
+    their ``log_q``: the gathered in-batch candidates), in one gather of one ``[B_r, D + 1 (+ D + 1)]`` block
+    in the compute dtype. One gather, not one per tensor: every worker's backward must run the collectives'
+    transposes in the same order, and with one gather of the rows the dependencies fix that order (the
+    global reduction's, then the shards' sum's, then the rows'), even where the workers' graphs differ (an
+    empty shard, or "auto" streaming one shard and materialising another). The queries come back in their
+    own dtype (a half dtype converts exactly), for the products."""
+    dim = q.shape[1]
+    pieces = [upcast(ops, bound, q), s_pos[:, None]]
+    if p is not None:
+        pieces.append(upcast(ops, bound, p))
+        if pos_log_q is not None:
+            pieces.append(pos_log_q[:, None])
+    rows = shards.all_gather(ops.concat(pieces, 1), sizes)
+    rows_q = rows[:, :dim]
+    if dtype_name(q.dtype) != bound.dtype:
+        rows_q = ops.cast(rows_q, dtype_name(q.dtype))
+    rows_p = None if p is None else rows[:, dim + 1:2 * dim + 1]
+    rows_log_q = None if p is None or pos_log_q is None else rows[:, 2 * dim + 1]
+    return rows_q, rows[:, dim], rows_p, rows_log_q
 
 
 def part_row_losses(ops: Ops, bound: Bound, rows: Any, s_pos: Any, keys: Any, log_q: Any, ids: Any, row_ids: Any,
