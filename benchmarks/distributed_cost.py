@@ -13,7 +13,9 @@ of ``--items / W`` items (embeddings, ``neg_log_q``, ids), one forward+backward 
 shard_negatives=True)`` (``implementation="auto"``: each shard streams), one thread per worker. Printed: the
 bytes each worker receives from the others, forward and backward, against the formula of :func:`sharded_bytes`,
 and against gathering the table instead. ``--memory``: also the peak resident memory of the step above the
-memory before it (``VmHWM`` after resetting it), as a ratio to one worker's ``[B_global, N_w]`` float32 logits.
+memory before it, the inputs already resident (``VmHWM`` after resetting it; run with
+``MALLOC_MMAP_THRESHOLD_=65536`` so that freed buffers go back to the system), as a ratio to one worker's
+``[B_global, N_w]`` float32 logits.
 
 Each worker holds ``--batch`` rows and ``--negatives`` shared negatives (float32); one process holds both
 workers' rows. The losses: ``sampled_softmax_loss`` with mixed negatives (in-batch positives with
@@ -187,18 +189,20 @@ def _sharded_worker(rank: int, workers: int, init: str, args: argparse.Namespace
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=workers)
 
-    def step(inputs: dict) -> tuple[float, float]:
-        leaves = {k: torch.tensor(v, requires_grad=v.dtype == np.float32 and k != "neg_log_q")
-                  for k, v in inputs.items()}
+    def leaves(inputs: dict) -> dict:
+        return {k: torch.tensor(v, requires_grad=v.dtype == np.float32 and k != "neg_log_q")
+                for k, v in inputs.items()}
+
+    def step(tensors: dict) -> tuple[tuple, tuple]:
         start = time.perf_counter()
-        loss = recloss.sampled_softmax_loss(**leaves, in_batch=False, temperature=0.05, shard_negatives=True)
+        loss = recloss.sampled_softmax_loss(**tensors, in_batch=False, temperature=0.05, shard_negatives=True)
         forward = (counter.received, time.perf_counter() - start)
         loss.backward()
         return forward, (counter.received, time.perf_counter() - start)
 
     counter = _Counter(workers)
-    step(_sharded_inputs(rank, workers, 8, 64, args.dim))          # warm-up: the same code path, small
-    inputs = _sharded_inputs(rank, workers, args.batch, args.items, args.dim)
+    step(leaves(_sharded_inputs(rank, workers, 8, 64, args.dim)))   # warm-up: the same code path, small
+    inputs = leaves(_sharded_inputs(rank, workers, args.batch, args.items, args.dim))
     gc.collect()
     peak_ok = _reset_peak() if args.memory else False
     before = _status("VmRSS")

@@ -24,7 +24,10 @@ from typing import Any, Callable
 import numpy as np
 
 DIM = 4
-TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
+#: Norm-wise relative tolerances by input dtype: bfloat16 embeddings are multiplied in bfloat16 on the CPU
+#: (``product_precision="input"``), whose results carry 2**-8 of relative rounding.
+TOLERANCE = {"float64": 1e-12, "float32": 2e-5, "bfloat16": 3e-2}
+EMBEDDINGS = ("q", "p", "n")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,13 +281,20 @@ def torch_main(rank: int, init: str) -> None:
         case = {**BASE, **case}
         x = data(batch, shards, variant=case.get("variant", ""))
         dtype = case["dtype"]
-        if dtype == "float32":   # the reference sees the same rounded inputs
+        half = dtype == "bfloat16"
+        if dtype != "float64":   # the reference sees the same rounded inputs
             x = {k: v.astype(np.float32).astype(np.float64) if v.dtype == np.float64 else v for k, v in x.items()}
+        if half:
+            x.update({k: torch.tensor(x[k]).bfloat16().double().numpy() for k in EMBEDDINGS})
         value, grads, _ = reference(x, case)
         local = split(x, rank, batch, shards)
-        tensors = {k: torch.tensor(v.astype(dtype) if v.dtype == np.float64 else v) for k, v in local.items()}
+        tensors = {k: torch.tensor(v.astype("float32" if half else dtype) if v.dtype == np.float64 else v)
+                   for k, v in local.items()}
+        if half:
+            tensors.update({k: tensors[k].bfloat16() for k in EMBEDDINGS})
         leaves = {k: tensors[k].requires_grad_(True) for k in grad_names(case) if k != "t"}
-        t = torch.tensor(case["temperature"], dtype=getattr(torch, dtype), requires_grad=True)
+        t = torch.tensor(case["temperature"], dtype=torch.float32 if half else getattr(torch, dtype),
+                         requires_grad=True)
         fused.INTERPRET = interpret and case["implementation"] in ("fused", "auto") and bool(case.get("fused"))
         undo = with_settings(case)
         try:
@@ -302,15 +312,17 @@ def torch_main(rank: int, init: str) -> None:
         items = slice(sum(shards[:rank]), sum(shards[:rank + 1]))
         expected = value.detach().numpy()
         checker = close_rows if case.get("variant") == "confident" else close
-        checker(out.detach().numpy(), expected[rows] if case["reduction"] == "none" else expected, "value", tolerance)
+        checker(out.detach().double().numpy(), expected[rows] if case["reduction"] == "none" else expected, "value",
+                tolerance)
         copies = 2 if case["reduction"] != "none" else 1   # each rank's backward counts the global loss W times
         for key, leaf in leaves.items():
             sharded = key in ("n", "neg_log_q")
             want = grads[key].numpy()[items if sharded else rows] * (1 if sharded else copies)
             got = torch.zeros_like(leaf) if leaf.grad is None else leaf.grad   # an empty shard is not used
-            close(got.detach().numpy(), want, f"gradient of {key}", tolerance)
+            close(got.detach().double().numpy(), want, f"gradient of {key}", tolerance)
         if summed is not None:
-            close(summed.numpy(), copies * grads["t"].numpy(), "gradient of the temperature (summed)", tolerance)
+            close(summed.double().numpy(), copies * grads["t"].numpy(), "gradient of the temperature (summed)",
+                  tolerance)
         if case.get("auto"):   # "auto" streamed every shard's rows: no [B_global, N_w] block was formed
             assert (sum(batch), shards[rank]) in spy.streamed, spy.streamed
             assert (sum(batch), shards[rank]) not in spy.products, spy.products
@@ -321,6 +333,10 @@ def torch_main(rank: int, init: str) -> None:
     report("a ProcessGroup as the option (gather and shard_negatives)",
            lambda: run_case("group", {"implementation": "streaming"}, group=dist.new_group([0, 1])))
     report("a shard with no item on rank 1, unequal batches", lambda: run_case("empty", {}, shards=(7, 0)))
+    report("bfloat16 embeddings, gather, streaming", lambda: run_case("bf16", {"dtype": "bfloat16",
+                                                                              "implementation": "streaming"}))
+    report("bfloat16 embeddings, gather, 3 hard negatives", lambda: run_case("bf16 hard", {"dtype": "bfloat16",
+                                                                                           "hard": 3}))
 
     def second_derivatives() -> None:
         """A gradient penalty ||dL/dq||^2 differentiated again: each rank's gradients are those of the sum over

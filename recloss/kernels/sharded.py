@@ -101,9 +101,9 @@ def row_losses(ops: Ops, bound: Bound, shards: Collectives, q: Any, p: Any, n: A
     shard_ids = None if neg_ids is None else rows_ids
 
     if num_hard_negatives is not None:
-        return _hard_row_losses(ops, bound, shards, q, p, n, rows_q, rows_s_pos, shard_ids, offset, local_count,
-                                temperature=temperature, pos_log_q=pos_log_q, neg_log_q=neg_log_q, pos_ids=pos_ids,
-                                neg_ids=neg_ids, num_hard_negatives=num_hard_negatives, columns=columns)
+        return _hard_row_losses(ops, bound, shards, q, s_pos, n, rows_q, rows_s_pos, shard_ids, offset, local_count,
+                                temperature=temperature, neg_log_q=neg_log_q, pos_ids=pos_ids, neg_ids=neg_ids,
+                                num_hard_negatives=num_hard_negatives, columns=columns)
 
     shard_rows = part_row_losses(ops, bound, rows_q, rows_s_pos, n, neg_log_q, neg_ids, shard_ids, temperature,
                                  implementation, _row_estimate(shards, sizes, local_count))
@@ -132,7 +132,7 @@ def _gather_rows(ops: Ops, bound: Bound, shards: Collectives, sizes: Any, q: Any
     transposes in the same order, and with one gather of the rows the dependencies fix that order (the
     global reduction's, then the shards' sum's, then the rows'), even where the workers' graphs differ (an
     empty shard, or "auto" streaming one shard and materialising another). The queries come back in their
-    own dtype (a half dtype converts exactly), for the products."""
+    own dtype (a half dtype converts exactly), and the positives in theirs, for the products."""
     dim = q.shape[1]
     pieces = [upcast(ops, bound, q), s_pos[:, None]]
     if p is not None:
@@ -140,12 +140,12 @@ def _gather_rows(ops: Ops, bound: Bound, shards: Collectives, sizes: Any, q: Any
         if pos_log_q is not None:
             pieces.append(pos_log_q[:, None])
     rows = shards.all_gather(ops.concat(pieces, 1), sizes)
-    rows_q = rows[:, :dim]
-    if dtype_name(q.dtype) != bound.dtype:
-        rows_q = ops.cast(rows_q, dtype_name(q.dtype))
-    rows_p = None if p is None else rows[:, dim + 1:2 * dim + 1]
+
+    def own_dtype(x: Any, like: Any) -> Any:
+        return x if dtype_name(like.dtype) == bound.dtype else ops.cast(x, dtype_name(like.dtype))
+    rows_p = None if p is None else own_dtype(rows[:, dim + 1:2 * dim + 1], p)
     rows_log_q = None if p is None or pos_log_q is None else rows[:, 2 * dim + 1]
-    return rows_q, rows[:, dim], rows_p, rows_log_q
+    return own_dtype(rows[:, :dim], q), rows[:, dim], rows_p, rows_log_q
 
 
 def part_row_losses(ops: Ops, bound: Bound, rows: Any, s_pos: Any, keys: Any, log_q: Any, ids: Any, row_ids: Any,
@@ -251,13 +251,14 @@ def _exchange(bound: Bound, shards: Collectives, local_count: Any, q: Any, row_i
     return table[0]
 
 
-def _hard_row_losses(ops: Ops, bound: Bound, shards: Collectives, q: Any, p: Any, n: Any, rows_q: Any,
-                     s_pos: Any, rows_ids: Any, offset: Any, local_count: Any, *, temperature: Any,
-                     pos_log_q: Any, neg_log_q: Any, pos_ids: Any, neg_ids: Any, num_hard_negatives: int,
+def _hard_row_losses(ops: Ops, bound: Bound, shards: Collectives, q: Any, s_pos: Any, n: Any, rows_q: Any,
+                     rows_s_pos: Any, rows_ids: Any, offset: Any, local_count: Any, *, temperature: Any,
+                     neg_log_q: Any, pos_ids: Any, neg_ids: Any, num_hard_negatives: int,
                      columns: Columns | None) -> Any:
     """``num_hard_negatives``: each shard's ``h`` largest scores of every global row (removed ones at -inf),
-    gathered from every worker; each local row keeps the ``h`` largest of them and of its in-batch scores
-    (``columns``: the in-batch candidates, or None without them). Materialised, as on one device."""
+    gathered from every worker; each local row (positive scores ``s_pos``) keeps the ``h`` largest of them and
+    of its in-batch scores (``columns``: the in-batch candidates, or None without them). Materialised, as on one
+    device."""
     from recloss.kernels.softmax import softmax_row_losses
 
     h = num_hard_negatives
@@ -266,7 +267,7 @@ def _hard_row_losses(ops: Ops, bound: Bound, shards: Collectives, q: Any, p: Any
         scores = ops.where(ops.not_equal(rows_ids[:, None], neg_ids[None, :]), scores, NEG_INF)
     count = ops.size(n, 0)
     if known_only_at_run_time(count) or count < h:   # a shard smaller than h: -inf columns fill its top h
-        filler = ops.stop_gradient(s_pos[:, None] * 0.0) + NEG_INF                  # [B, 1] of -inf
+        filler = ops.stop_gradient(rows_s_pos[:, None] * 0.0) + NEG_INF             # [B, 1] of -inf
         scores = ops.concat([scores] + [filler] * h, 1)
     tops = ops.top_k(scores, h)                                                     # [B, h]
     total = ops.size(rows_q, 0)
@@ -280,16 +281,14 @@ def _hard_row_losses(ops: Ops, bound: Bound, shards: Collectives, q: Any, p: Any
         keeps.insert(0, keep)
     keep = ops.concat(keeps, 1)
     s_neg = ops.where(keep, ops.concat(blocks, 1), 0.0)
-    local_s_pos = ops.rowdot(upcast(ops, bound, q), upcast(ops, bound, p)) / temperature
-    if pos_log_q is not None:
-        local_s_pos = local_s_pos - pos_log_q
-    return softmax_row_losses(ops, local_s_pos, s_neg, keep, 1.0, None, None, h)
+    return softmax_row_losses(ops, s_pos, s_neg, keep, 1.0, None, None, h)
 
 
 def _in_batch_scores(ops: Ops, bound: Bound, q: Any, columns: Columns, pos_ids: Any, temperature: Any) -> tuple:
     """The local rows' scores ``[B_r, M]`` against the in-batch candidates of ``columns`` and which are kept
     (not the row's own positive, column ``offset + i``, and not an accidental hit by id)."""
-    scores = _scores(ops, q, columns.in_batch, columns.in_batch_log_q, temperature)
+    scores = _scores(ops, upcast(ops, bound, q), upcast(ops, bound, columns.in_batch), columns.in_batch_log_q,
+                     temperature)
     rows = ops.row_index(q)
     if not (isinstance(columns.offset, int) and columns.offset == 0):
         rows = rows + columns.offset
