@@ -150,12 +150,13 @@ def sharded_bytes(workers: int, batch: int, dim: int, float_bytes: int = 4, id_b
     all-gather: the others' slices; a reduce-scatter: the others' contributions to this worker's slice; an
     all-reduce: the others' values of every element).
 
-    forward: the sizes (4 int64 per worker: rows, D, dtypes), the rows ``[B, D + 1]`` (queries and positive
+    forward: the exchange of sizes (8 int64 per worker: the digest of the call that every rank checks, the
+    number of counts, then the rows, D, the dtypes and two unused slots), the rows ``[B, D + 1]`` (queries and positive
     scores), their ids ``[B]``, the maximum and the sum of ``exp(a - max)`` over the workers (``[W B]`` each),
     and the global reduction (3 numbers). backward: the cotangents of the sum ``[W B]`` and of the reduction
     (3), and the rows' cotangents ``[B, D + 1]``. The shard never moves."""
     others, rows = workers - 1, workers * batch
-    forward = others * (4 * 8 + batch * (dim + 1) * float_bytes + batch * id_bytes + 2 * rows * float_bytes
+    forward = others * (8 * 8 + batch * (dim + 1) * float_bytes + batch * id_bytes + 2 * rows * float_bytes
                         + 3 * float_bytes)
     backward = others * (rows * float_bytes + 3 * float_bytes + batch * (dim + 1) * float_bytes)
     return {"forward": forward, "backward": backward, "total": forward + backward}

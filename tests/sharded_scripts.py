@@ -250,7 +250,7 @@ def torch_main(rank: int, init: str) -> None:
 
     import recloss
     from recloss.backends import torch as backend
-    from recloss.errors import DTypeError, ShapeError
+    from recloss.errors import OptionError
     from recloss.kernels import fused
 
     torch.set_num_threads(1)
@@ -370,22 +370,27 @@ def torch_main(rank: int, init: str) -> None:
         report("fused kernels on each shard (Triton interpreter)", fused_shards)
 
     def mismatch(kind: str) -> None:
+        """Shards of different D or dtype: every rank's call is checked against the others' before the first
+        collective (the call's description travels with the exchange of sizes), and each rank raises the
+        same OptionError naming the option, the first difference and the two ranks."""
         dim = DIM if kind == "dtype" or rank == 0 else DIM - 1
         dtype = torch.float64 if kind == "D" or rank == 0 else torch.float32
         q, p, n = (torch.ones(3, dim, dtype=dtype) for _ in range(3))
         try:
             recloss.sampled_softmax_loss(q, p, n, shard_negatives=True)
-        except (ShapeError, DTypeError) as error:
+        except OptionError as error:
             text = str(error)
         else:
             raise AssertionError("no error")
-        words = {"D": f"got D={DIM} on worker 0 and D={DIM - 1} on worker 1",
-                 "dtype": "got float64 embeddings (compute dtype float64) on worker 0 and float32 embeddings "
-                          "(compute dtype float32) on worker 1"}[kind]
-        assert text.startswith("sampled_softmax_loss: `shard_negatives` needs every worker's shard and rows with ") \
+        words = {"D": f"got `query_emb` float64 [B, {DIM}] not requiring grad on rank 0 and float64 [B, {DIM - 1}] "
+                      "not requiring grad on rank 1",
+                 "dtype": f"got `query_emb` float64 [B, {DIM}] not requiring grad on rank 0 and float32 [B, {DIM}] "
+                          "not requiring grad on rank 1"}[kind]
+        assert text.startswith("sampled_softmax_loss: `shard_negatives=True` needs the same call on every rank") \
             and words in text, text
-    report("shards of different D: the same ShapeError on every rank", lambda: mismatch("D"))
-    report("shards of different dtypes: the same DTypeError on every rank", lambda: mismatch("dtype"))
+        dist.barrier()   # the group is still usable
+    report("shards of different D: the same OptionError on every rank", lambda: mismatch("D"))
+    report("shards of different dtypes: the same OptionError on every rank", lambda: mismatch("dtype"))
     dist.destroy_process_group()
     print("DONE", flush=True)
 

@@ -72,9 +72,10 @@ def test_torch_two_gloo_ranks() -> None:
                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in range(2)]
         outputs = [rank.communicate(timeout=900) for rank in ranks]
     expected = COMMON + ("second derivatives through the collectives (create_graph)",
-                         "shards of different D: the same ShapeError on every rank",
-                         "shards of different dtypes: the same DTypeError on every rank",
-                         "a shard with no item on rank 1, unequal batches") + (
+                         "shards of different D: the same OptionError on every rank",
+                         "shards of different dtypes: the same OptionError on every rank",
+                         "a shard with no item on rank 1, unequal batches",
+                         "bfloat16 embeddings, gather, streaming", "bfloat16 embeddings, gather, 3 hard negatives") + (
         ("fused kernels on each shard (Triton interpreter)",) if HAS_TRITON else ())
     _checks([out + (err[-3000:] if "DONE" not in out else "") for out, err in outputs], expected)
 

@@ -35,7 +35,7 @@ _NEEDS = "an initialised torch.distributed process group"
 def collectives(loss: str, gather: Any, option: str = "gather") -> "TorchCollectives":
     """The collectives of ``gather`` (True: the default group; or a ProcessGroup), or the shared error (naming
     ``option``, the option that asked for them)."""
-    return TorchCollectives(loss, gather, group_of(loss, gather, option))
+    return TorchCollectives(loss, gather, group_of(loss, gather, option), option)
 
 
 def group_of(loss: str, gather: Any, option: str = "gather") -> Any:
@@ -59,8 +59,8 @@ class TorchCollectives:
 
     convention = "global"
 
-    def __init__(self, loss: str, gather: Any, group: Any) -> None:
-        self.loss, self.gather, self.group = loss, gather, group
+    def __init__(self, loss: str, gather: Any, group: Any, option: str = "gather") -> None:
+        self.loss, self.gather, self.group, self.option = loss, gather, group, option
         self._workers = dist.get_world_size(group)
         self._index = dist.get_rank(group)
         self._compiling = torch.compiler.is_compiling()
@@ -90,7 +90,8 @@ class TorchCollectives:
                 raise AssertionError("the local sizes are exchanged once per call")
             return [[count] * self._workers for count in counts]
         self._agreed = True
-        return agreement.exchange(self.group, self._workers, self.loss, self.gather, self._description, counts)
+        return agreement.exchange(self.group, self._workers, self.loss, self.gather, self._description, counts,
+                                  self.option)
 
     def offset(self, sizes: list[int]) -> int:
         return sum(sizes[:self._index])

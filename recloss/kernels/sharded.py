@@ -229,8 +229,9 @@ def _host_ints(values: Any) -> list[int] | None:
 def _exchange(bound: Bound, shards: Collectives, local_count: Any, q: Any, row_ids: Any) -> Any:
     """Every worker's number of rows (one exchange of sizes, as ``gather`` makes), after checking that every
     worker's shard has the same ``D`` and dtype (and the rows' ids the same dtype): shards of one table.
-    Raises the shared error on every worker where they differ (the values are known on the host: torch, TF
-    eagerly; JAX shapes are the same on every device by construction)."""
+    Raises the shared error on every worker where they differ (the values are known on the host: TF eagerly;
+    JAX shapes are the same on every device by construction; torch's exchange checks the whole call first, the
+    sizes and dtypes of every argument included, and raises its ``OptionError`` before this one)."""
     dims = ("D", "dtype", "ids")
     dtype = FLOAT_DTYPES.index(dtype_name(q.dtype)) * len(FLOAT_DTYPES) + FLOAT_DTYPES.index(bound.dtype)
     ids = -1 if row_ids is None else INT_DTYPES.index(dtype_name(row_ids.dtype))
