@@ -12,10 +12,11 @@ from recloss.reference import REFERENCES
 
 def _kernel(reference: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     def kernel(bound: Any, **arguments: Any) -> np.ndarray:
-        gather = gather_requested(arguments.get("gather"))
-        if gather is not None:
-            raise gather_error(bound.spec.name, gather, GATHER_ENGINES, "the numpy backend, one process",
-                               "pass torch, JAX or TensorFlow tensors, or gather=None")
+        for option in ("gather", "shard_negatives"):
+            value = gather_requested(arguments.get(option))
+            if value is not None:
+                raise gather_error(bound.spec.name, value, GATHER_ENGINES, "the numpy backend, one process",
+                                   "pass torch, JAX or TensorFlow tensors, or gather=None", option)
         return reference(**arguments)
     return kernel
 

@@ -1,7 +1,21 @@
 """What cross-device negatives cost: bytes communicated per training step on 2 torch workers (gloo on this
-machine) with ``gather=True``, against the same loss on one process holding the global batch.
+machine) with ``gather=True``, against the same loss on one process holding the global batch; and with
+``--sharded``, what the softmax over a catalogue split across workers (``shard_negatives=True``) communicates
+and how much memory it takes.
 
     python benchmarks/distributed_cost.py [--batch 4096] [--negatives 4096] [--dim 128] [--repeats 5]
+    python benchmarks/distributed_cost.py --sharded [--batch 4096] [--items 1000000] [--dim 128] [--workers 2 4]
+    python benchmarks/distributed_cost.py --sharded --memory --items 1000000 --dim 64 --workers 2
+
+``--sharded``: ``--workers`` gloo processes, each with ``--batch`` rows (queries, positives with ids) and a shard
+of ``--items / W`` items (embeddings, ``neg_log_q``, ids), one forward+backward of the full-catalogue softmax
+``sampled_softmax_loss(q, pos, shard, pos_ids=..., neg_ids=..., neg_log_q=..., in_batch=False,
+shard_negatives=True)`` (``implementation="auto"``: each shard streams), one thread per worker. Printed: the
+bytes each worker receives from the others, forward and backward, against the formula of :func:`sharded_bytes`,
+and against gathering the table instead. ``--memory``: also the peak resident memory of the step above the
+memory before it, the inputs already resident (``VmHWM`` after resetting it; run with
+``MALLOC_MMAP_THRESHOLD_=65536`` so that freed buffers go back to the system), as a ratio to one worker's
+``[B_global, N_w]`` float32 logits.
 
 Each worker holds ``--batch`` rows and ``--negatives`` shared negatives (float32); one process holds both
 workers' rows. The losses: ``sampled_softmax_loss`` with mixed negatives (in-batch positives with
@@ -126,13 +140,149 @@ def _one_process(args: argparse.Namespace, workers: int) -> dict[str, float]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------------------
+# shard_negatives
+
+
+def sharded_bytes(workers: int, batch: int, dim: int, float_bytes: int = 4, id_bytes: int = 8) -> dict[str, int]:
+    """What one worker receives from the others per step with ``shard_negatives`` (no ``gather``, equal local
+    batches of ``batch`` rows, ids on both sides, weights absent), counted as :class:`_Counter` counts (an
+    all-gather: the others' slices; a reduce-scatter: the others' contributions to this worker's slice; an
+    all-reduce: the others' values of every element).
+
+    forward: the exchange of sizes (8 int64 per worker: the digest of the call that every rank checks, the
+    number of counts, then the rows, D, the dtypes and two unused slots), the rows ``[B, D + 1]`` (queries and positive
+    scores), their ids ``[B]``, the maximum and the sum of ``exp(a - max)`` over the workers (``[W B]`` each),
+    and the global reduction (3 numbers). backward: the cotangents of the sum ``[W B]`` and of the reduction
+    (3), and the rows' cotangents ``[B, D + 1]``. The shard never moves."""
+    others, rows = workers - 1, workers * batch
+    forward = others * (8 * 8 + batch * (dim + 1) * float_bytes + batch * id_bytes + 2 * rows * float_bytes
+                        + 3 * float_bytes)
+    backward = others * (rows * float_bytes + 3 * float_bytes + batch * (dim + 1) * float_bytes)
+    return {"forward": forward, "backward": backward, "total": forward + backward}
+
+
+def table_bytes(workers: int, items: int, dim: int, float_bytes: int = 4, id_bytes: int = 8) -> int:
+    """What one worker would receive per step if the table were gathered instead (``gather=True`` on the shards,
+    with ``neg_log_q`` and ids): the others' shards forward, their cotangents backward."""
+    shard = items // workers
+    return (workers - 1) * shard * ((dim + 1) * float_bytes + id_bytes + (dim + 1) * float_bytes)
+
+
+def _sharded_inputs(rank: int, workers: int, batch: int, items: int, dim: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(rank)
+    shard = items // workers
+    return {"query_emb": (rng.normal(size=(batch, dim)) / np.sqrt(dim)).astype(np.float32),
+            "pos_emb": (rng.normal(size=(batch, dim)) / np.sqrt(dim)).astype(np.float32),
+            "neg_emb": (rng.normal(size=(shard, dim)) / np.sqrt(dim)).astype(np.float32),
+            "neg_log_q": np.full(shard, -np.log(items), np.float32),
+            "pos_ids": rng.integers(0, items, batch), "neg_ids": np.arange(rank * shard, (rank + 1) * shard)}
+
+
+def _sharded_worker(rank: int, workers: int, init: str, args: argparse.Namespace, queue) -> None:
+    import gc
+
+    import torch
+    import torch.distributed as dist
+
+    import recloss
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=workers)
+
+    def leaves(inputs: dict) -> dict:
+        return {k: torch.tensor(v, requires_grad=v.dtype == np.float32 and k != "neg_log_q")
+                for k, v in inputs.items()}
+
+    def step(tensors: dict) -> tuple[tuple, tuple]:
+        start = time.perf_counter()
+        loss = recloss.sampled_softmax_loss(**tensors, in_batch=False, temperature=0.05, shard_negatives=True)
+        forward = (counter.received, time.perf_counter() - start)
+        loss.backward()
+        return forward, (counter.received, time.perf_counter() - start)
+
+    counter = _Counter(workers)
+    step(leaves(_sharded_inputs(rank, workers, 8, 64, args.dim)))   # warm-up: the same code path, small
+    inputs = leaves(_sharded_inputs(rank, workers, args.batch, args.items, args.dim))
+    gc.collect()
+    peak_ok = _reset_peak() if args.memory else False
+    before = _status("VmRSS")
+    counter.received = 0
+    dist.barrier()
+    (forward, _), (total, seconds) = step(inputs)
+    peak = _status("VmHWM") - before if peak_ok else None
+    if rank == 0:
+        queue.put({"forward": int(forward), "backward": int(total - forward), "seconds": seconds, "peak": peak})
+    dist.destroy_process_group()
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _sharded(args: argparse.Namespace) -> int:
+    import torch
+    import torch.multiprocessing as mp
+
+    mib = 1 << 20
+    print(f"shard_negatives=True: {args.batch} rows per worker, {args.items} items split over the workers, "
+          f"D={args.dim}, float32, ids and neg_log_q (torch {torch.__version__}, gloo, 1 thread per worker)")
+    header = "| workers | received per worker per step (forward + backward) | formula | gathering the table instead |"
+    rows = []
+    for workers in args.workers:
+        context = mp.get_context("spawn")
+        queue = context.Queue()
+        with tempfile.TemporaryDirectory() as folder:
+            init = "file://" + os.path.join(folder, "rendezvous")
+            processes = [context.Process(target=_sharded_worker, args=(rank, workers, init, args, queue))
+                         for rank in range(workers)]
+            for process in processes:
+                process.start()
+            result = queue.get()
+            for process in processes:
+                process.join()
+        expected = sharded_bytes(workers, args.batch, args.dim)
+        measured = result["forward"] + result["backward"]
+        row = (f"| {workers} | {measured:,} bytes = {measured / mib:.3f} MiB ({result['forward']:,} + "
+               f"{result['backward']:,}) | {expected['total']:,} bytes ({expected['forward']:,} + "
+               f"{expected['backward']:,}) | {table_bytes(workers, args.items, args.dim) / mib:.1f} MiB |")
+        if args.memory:
+            logits = workers * args.batch * (args.items // workers) * 4
+            row += (f" peak above the inputs {result['peak'] / mib:.0f} MiB = {result['peak'] / logits:.4f} x the "
+                    f"[B_global, N_w] logits ({logits / mib:.0f} MiB); step {result['seconds']:.0f} s |")
+        rows.append(row)
+    print(header + (" memory (rank 0) |" if args.memory else ""))
+    print("|---|---|---|---|" + ("---|" if args.memory else ""))
+    print("\n".join(rows))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=4096, help="rows per worker")
     parser.add_argument("--negatives", type=int, default=4096, help="shared negatives per worker")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sharded", action="store_true", help="shard_negatives: a table split across the workers")
+    parser.add_argument("--items", type=int, default=1_000_000, help="--sharded: items of the whole table")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 4], help="--sharded: worker counts")
+    parser.add_argument("--memory", action="store_true", help="--sharded: also the peak memory of the step")
     args = parser.parse_args()
+    if args.sharded:
+        return _sharded(args)
     import torch.multiprocessing as mp
 
     workers = 2

@@ -123,12 +123,14 @@ def gather_requested(value: Any) -> Any:
 GATHER_ENGINES = "a framework's distributed engine (torch.distributed, a JAX mesh axis or tf.distribute)"
 
 
-def gather_error(loss: str, value: Any, needs: str, got: str, todo: str) -> OptionError:
-    """The error of a ``gather`` value that cannot work where the call runs, one structure on every backend:
-    ``"<loss>: `gather=<value>` needs <needs>; got <got> (<todo>)"``. Each backend's distributed hook decides
-    which condition holds; the words are assembled here."""
+def gather_error(loss: str, value: Any, needs: str, got: str, todo: str, option: str = "gather") -> OptionError:
+    """The error of a ``gather`` (or ``shard_negatives``: ``option``) value that cannot work where the call runs,
+    one structure on every backend: ``"<loss>: `<option>=<value>` needs <needs>; got <got> (<todo>)"``. Each
+    backend's distributed hook decides which condition holds; the words are assembled here."""
     shown = "a ProcessGroup" if type(value).__name__.startswith("ProcessGroup") else repr(value)
-    return OptionError(f"{loss}: `gather={shown}` needs {needs}; got {got} ({todo})")
+    if option != "gather":
+        todo = todo.replace("gather=", f"{option}=")
+    return OptionError(f"{loss}: `{option}={shown}` needs {needs}; got {got} ({todo})")
 
 
 def _match(shape: tuple[Any, ...], declared: tuple[str, ...], dims: Mapping[str, tuple[Any, str]]) -> dict | None:

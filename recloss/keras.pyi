@@ -23,6 +23,7 @@ class Retrieval(keras.layers.Layer):
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
         gather: bool | str | tuple[str, ...] | object | None = None,
+        shard_negatives: bool | str | tuple[str, ...] | object | None = None,
         name: str | None = None,
         **kwargs: Any,
     ) -> None: ...

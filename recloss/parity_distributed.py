@@ -17,7 +17,13 @@ the loss, and the workers' gradients are combined as each framework's data-paral
   values (their shares) and gradients are summed (``strategy.reduce(SUM)``, as ``apply_gradients`` sums).
 
 ``reduction="none"`` returns each worker's rows: they are concatenated, and the gradients of their sum are
-summed over workers on every backend. The reference is the same backend on one device, on the concatenated
+summed over workers on every backend.
+
+The losses that take ``shard_negatives`` run a second time on every case with shared ``[N, D]`` negatives,
+with ``shard_negatives`` and ``gather`` on the same workers (report rows with option ``shard_negatives``): the
+shared negatives are then each worker's shard of the table, and on one device the whole table; the gradient
+of a shard (``neg_emb``, ``neg_log_q``) is each worker's own slice, once, so the workers' gradients of these
+two are summed on every backend (not averaged on torch: a shard is not a replicated parameter). The reference is the same backend on one device, on the concatenated
 inputs, without ``gather`` (its own agreement with the float64 NumPy reference is what ``recloss validate``
 checks). Each backend runs in its own subprocesses, since device counts and process groups are per process.
 """
@@ -56,13 +62,20 @@ EQUAL_SIZES = (3, 2)
 OTHER_DIMS = {"K": 3, "D": 5}
 #: The losses that take ``gather``.
 GATHER_LOSSES = tuple(name for name, spec in CATALOGUE.items() if any(o.name == "gather" for o in spec.options))
+#: The losses that take ``shard_negatives``.
+SHARD_LOSSES = tuple(name for name, spec in CATALOGUE.items()
+                     if any(o.name == "shard_negatives" for o in spec.options))
+#: The arguments that hold a worker's shard with ``shard_negatives``.
+SHARD_ARGUMENTS = ("neg_emb", "neg_log_q")
 
 
 @dataclass
 class DistributedRow(Row):
-    """One line of the distributed report: a loss on one backend and dtype with ``workers`` workers."""
+    """One line of the distributed report: a loss on one backend and dtype with ``workers`` workers, with the
+    ``gather`` option alone or with ``shard_negatives`` too (``option``)."""
 
     workers: int = 2
+    option: str = "gather"
 
 
 @dataclass
@@ -70,15 +83,15 @@ class DistributedReport(Report):
     """The result of :func:`validate_distributed`."""
 
     def table(self) -> str:
-        header = ("| loss | backend | workers | dtype | value rel. err | grad rel. err | tolerance (value, grad) "
-                  "| result |")
-        lines = [header, "|" + "---|" * 8]
+        header = ("| loss | option | backend | workers | dtype | cases | value rel. err | grad rel. err | "
+                  "tolerance (value, grad) | result |")
+        lines = [header, "|" + "---|" * 10]
         for row in self.rows:
             value_tol, grad_tol = DISTRIBUTED_TOLERANCES[row.dtype]
             grad = "n/a" if row.grad_error is None else f"{row.grad_error:.1e}"
             result = "pass" if row.passed else "FAIL: " + "; ".join(row.failures)
-            lines.append(f"| {row.loss} | {row.backend} | {row.workers} | {row.dtype} | {row.value_error:.1e} | "
-                         f"{grad} | {value_tol:.0e}, {grad_tol:.0e} | {result} |")
+            lines.append(f"| {row.loss} | {row.option} | {row.backend} | {row.workers} | {row.dtype} | {row.cases} | "
+                         f"{row.value_error:.1e} | {grad} | {value_tol:.0e}, {grad_tol:.0e} | {result} |")
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -177,8 +190,8 @@ def _launch(backend: str, job: dict[str, Any], timeout: float) -> list[Row]:
                 failures.append(f"worker {rank} exited with {process.returncode}: {tail}")
         if failures or not os.path.exists(out):
             reason = "; ".join(failures) or "no result written"
-            return [DistributedRow(name, backend, "cpu", dtype, failures=[reason], workers=workers)
-                    for name in job["losses"] for dtype in job["dtypes"]]
+            return [DistributedRow(name, backend, "cpu", dtype, failures=[reason], workers=workers, option=option)
+                    for name in job["losses"] for option in _options(name) for dtype in job["dtypes"]]
         with open(out, encoding="utf-8") as handle:
             return [DistributedRow(**row) for row in json.load(handle)]
 
@@ -196,6 +209,30 @@ class _Case:
     options: dict[str, Any]
     wrt: list[str]
     ranges: dict[str, list[tuple[int, int]]]     # argument -> (start, stop) of each worker's rows
+    shard: bool = False                          # with shard_negatives (and gather) on the same workers
+
+    @property
+    def option(self) -> str:
+        return "shard_negatives" if self.shard else "gather"
+
+    def distributed(self, value: Any) -> dict[str, Any]:
+        """The options of one worker's call: ``gather`` (and ``shard_negatives``) set to ``value``."""
+        return {**self.options, "gather": value, **({"shard_negatives": value} if self.shard else {})}
+
+    def summed(self, name: str) -> bool:
+        """Whether the workers' gradients of argument ``name`` are summed rather than combined as a replicated
+        parameter's: the shard's, with ``shard_negatives``."""
+        return self.shard and name in SHARD_ARGUMENTS
+
+
+def _options(name: str) -> tuple[str, ...]:
+    return ("gather", "shard_negatives") if name in SHARD_LOSSES else ("gather",)
+
+
+def _shared_negatives(spec: LossSpec, case: Any) -> bool:
+    """Whether a case has shared ``[N, D]`` negatives, which ``shard_negatives`` splits across the workers."""
+    return any(a.name == "neg_emb" and a.shapes[case.forms.get("neg_emb", 0)] == ("N", "D") and
+               ("neg_emb" in case.forms or a.required) for a in spec.args)
 
 
 def local_sizes(workers: int, equal: bool) -> tuple[list[int], list[int]]:
@@ -229,6 +266,8 @@ def plan_cases(job: dict[str, Any], equal: bool) -> list[_Case]:
                 cast = cast_inputs(inputs, spec, dtype)
                 wrt = [a.name for a in spec.args if a.kind == FLOAT and cast[a.name] is not None]
                 cases.append(_Case(spec, case.name, dtype, cast, options, wrt, ranges))
+                if name in SHARD_LOSSES and _shared_negatives(spec, case):
+                    cases.append(_Case(spec, case.name, dtype, cast, options, wrt, ranges, shard=True))
     return cases
 
 
@@ -236,8 +275,8 @@ def _rows(job: dict[str, Any], backend: str, results: list[tuple[_Case, Any, Any
     """Report rows from ``(case, value, grads, single_value, single_grads, seconds)``: worst per loss x dtype."""
     rows: dict[tuple[str, str], DistributedRow] = {}
     for item, value, grads, single_value, single_grads, seconds in results:
-        row = rows.setdefault((item.spec.name, item.dtype), DistributedRow(
-            item.spec.name, backend, "cpu", item.dtype, grad_error=0.0, workers=job["workers"]))
+        row = rows.setdefault((item.spec.name, item.option, item.dtype), DistributedRow(
+            item.spec.name, backend, "cpu", item.dtype, grad_error=0.0, workers=job["workers"], option=item.option))
         row.cases += 1
         row.seconds += seconds
         if isinstance(value, str):        # the case raised
@@ -250,7 +289,9 @@ def _rows(job: dict[str, Any], backend: str, results: list[tuple[_Case, Any, Any
         value_tol, grad_tol = DISTRIBUTED_TOLERANCES[item.dtype]
         if value_error > value_tol or grad_error > grad_tol:
             row.failures.append(f"{item.case}: value {value_error:.1e}, grad {grad_error:.1e}")
-    return [asdict(row) for row in rows.values()]
+    order = {(name, option, dtype): index for index, (name, option, dtype) in enumerate(
+        (name, option, dtype) for name in job["losses"] for option in _options(name) for dtype in job["dtypes"])}
+    return [asdict(row) for key, row in sorted(rows.items(), key=lambda item: order[item[0]])]
 
 
 def _single(module: Any, item: _Case) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -300,15 +341,17 @@ def run_torch(job: dict[str, Any], rank: int, init: str) -> list[dict] | None:
             params = {n: full[n].clone().requires_grad_(True) for n in item.wrt}
             tensors = {**full, **params}
             local = {n: None if t is None else t[slice(*item.ranges[n][rank])] for n, t in tensors.items()}
-            out = function(**local, **{**item.options, "gather": True})
+            out = function(**local, **item.distributed(True))
             grads = torch.autograd.grad(out.sum(), [params[n] for n in item.wrt], allow_unused=True,
                                         materialize_grads=True)
             combined = {}
             for name, grad in zip(item.wrt, grads):
                 grad = grad.detach().clone()
                 dist.all_reduce(grad)
-                # DDP averages over the ranks; the rows of "none" are each rank's own: their gradients add up.
-                combined[name] = (grad if item.options["reduction"] == "none" else grad / workers).double().numpy()
+                # DDP averages over the ranks; the rows of "none" are each rank's own: their gradients add up, as
+                # do the shards' (each rank's slice, once).
+                averaged = item.options["reduction"] != "none" and not item.summed(name)
+                combined[name] = (grad / workers if averaged else grad).double().numpy()
             pieces: list[Any] = [None] * workers
             dist.all_gather_object(pieces, out.detach().double().numpy())
             if item.options["reduction"] == "none":
@@ -352,7 +395,7 @@ def run_jax(job: dict[str, Any]) -> list[dict]:
                 index = lax.axis_index("workers")
                 rows = {n: lax.dynamic_slice_in_dim(v, index * per_worker[n], per_worker[n], 0)
                         for n, v in zip(names, values)}
-                return function(**rows, **{**item.options, "gather": "workers"})
+                return function(**rows, **item.distributed("workers"))
 
             sharded = jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(),) * len(names),
                                     out_specs=PartitionSpec("workers") if none else PartitionSpec())
@@ -405,7 +448,7 @@ def run_tensorflow(job: dict[str, Any]) -> list[dict]:
                 with tf.GradientTape() as tape:
                     tape.watch(params)
                     local = {n: None if t is None else t[slice(*item.ranges[n][rank])] for n, t in full.items()}
-                    out = function(**local, **{**item.options, "gather": True})
+                    out = function(**local, **item.distributed(True))
                     total = tf.reduce_sum(out)
                 return out, tape.gradient(total, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
@@ -451,4 +494,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["validate_distributed", "DistributedReport", "DistributedRow", "DISTRIBUTED_TOLERANCES", "GATHER_LOSSES"]
+__all__ = ["validate_distributed", "DistributedReport", "DistributedRow", "DISTRIBUTED_TOLERANCES", "GATHER_LOSSES",
+           "SHARD_LOSSES"]

@@ -54,6 +54,7 @@ class UnsupervisedSoftmaxCrossEntropyLoss(LossModule):
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
         gather: bool | str | tuple[str, ...] | object | None = None,
+        shard_negatives: bool | str | tuple[str, ...] | object | None = None,
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(
@@ -120,6 +121,7 @@ class SampledSoftmaxLoss(LossModule):
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
         gather: bool | str | tuple[str, ...] | object | None = None,
+        shard_negatives: bool | str | tuple[str, ...] | object | None = None,
         learn_temperature: bool = False,
     ) -> None: ...
     def forward(

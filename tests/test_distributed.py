@@ -60,21 +60,28 @@ def test_gather_equals_one_device_on_every_case(backend: str, workers: int, monk
     monkeypatch.setenv("XLA_FLAGS", FAST_XLA)
     report = validate_distributed(backends=backend, workers=workers, dtypes="float64", streaming_chunk=2)
     assert report.passed, report.table()
-    assert [row.loss for row in report.rows] == list(GATHER_LOSSES)
-    assert all(row.cases == len(CATALOGUE[row.loss].cases) and row.workers == workers for row in report.rows)
+    gathered = [row for row in report.rows if row.option == "gather"]
+    assert [row.loss for row in gathered] == list(GATHER_LOSSES)
+    assert all(row.cases == len(CATALOGUE[row.loss].cases) and row.workers == workers for row in gathered)
+    # shard_negatives (with gather on the same workers): every case with shared [N, D] negatives
+    sharded = [(row.loss, row.cases) for row in report.rows if row.option == "shard_negatives"]
+    assert sharded == [("unsupervised_softmax_cross_entropy_loss", 4), ("sampled_softmax_loss", 6)]
 
 
 @_installed("torch")
 def test_cli_distributed_mode(tmp_path: pathlib.Path) -> None:
-    """``recloss validate --distributed``: 2 gloo ranks (4 and 2 rows), float32, the table and the JSON report."""
+    """``recloss validate --distributed``: 2 gloo ranks (4 and 2 rows), float32, the table and the JSON report
+    (``sampled_softmax_loss`` also with ``shard_negatives``)."""
     report = tmp_path / "report.json"
     out = _run([sys.executable, "-m", "recloss", "validate", "--distributed", "--backend", "torch", "--quiet",
                 "--loss", "info_nce_loss", "--loss", "sampled_softmax_loss", "--dtype", "float32", "--json",
                 str(report)])
-    assert "| loss | backend | workers | dtype |" in out and "2 passed, 0 failed" in out
+    assert "| loss | option | backend | workers | dtype | cases |" in out and "3 passed, 0 failed" in out
     saved = json.loads(report.read_text())
-    assert saved["passed"] and [(r["loss"], r["workers"], r["cases"]) for r in saved["rows"]] == [
-        (name, 2, len(CATALOGUE[name].cases)) for name in ("info_nce_loss", "sampled_softmax_loss")]
+    assert saved["passed"] and [(r["loss"], r["option"], r["workers"], r["cases"]) for r in saved["rows"]] == [
+        ("info_nce_loss", "gather", 2, len(CATALOGUE["info_nce_loss"].cases)),
+        ("sampled_softmax_loss", "gather", 2, len(CATALOGUE["sampled_softmax_loss"].cases)),
+        ("sampled_softmax_loss", "shard_negatives", 2, 6)]
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -76,6 +76,29 @@ def test_example_trains_and_beats_popularity(script, keras_backend):
     assert estimated >= 0.9 * exact, (estimated, exact)
 
 
+SHARDED = [pytest.param("sharded_catalogue_torch.py", id="torch-2-gloo-processes",
+                         marks=[] if _installed("torch") else [pytest.mark.skip(reason="needs torch")]),
+           pytest.param("sharded_catalogue_jax.py", id="jax-4-host-devices",
+                        marks=[] if _installed("jax", "optax") else [pytest.mark.skip(reason="needs jax, optax")])]
+
+
+@pytest.mark.parametrize("script", SHARDED)
+def test_sharded_catalogue_example_follows_the_one_process_curve(script):
+    """The item table split by rows over 2 torch processes or 4 JAX devices, trained with the full-catalogue
+    softmax (``shard_negatives``): the loss curve is the one-process curve, to float32 rounding, and it falls."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("XLA_FLAGS", None)    # the JAX script asks for its 4 host devices itself
+    out = subprocess.run([sys.executable, str(EXAMPLES / script), "--short", "--steps", "60"], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    sharded, single = summary["sharded_losses"], summary["one_process_losses"]
+    assert summary["steps"] == len(sharded) == len(single) == 60
+    assert summary["max_difference"] == pytest.approx(float(np.max(np.abs(np.subtract(sharded, single)))))
+    assert summary["max_difference"] < 1e-4, summary["max_difference"]
+    assert np.mean(sharded[-10:]) < np.mean(sharded[:10]) - 1.0, sharded
+
+
 @pytest.fixture
 def examples_modules():
     """The examples' ``data`` and ``common`` modules (imported as the scripts import them), removed again after."""

@@ -91,10 +91,11 @@ class JaxOps:
         return jax_fused.fused_row_losses(*args, **kwargs)
 
     @staticmethod
-    def collectives(loss: str, gather: Any) -> Any:
-        """The ``gather`` option's collectives over a bound mesh axis (loaded only when used)."""
+    def collectives(loss: str, gather: Any, option: str = "gather") -> Any:
+        """The ``gather`` (or ``shard_negatives``) option's collectives over a bound mesh axis (loaded only
+        when used)."""
         from recloss.backends.jax.distributed import collectives
-        return collectives(loss, gather)
+        return collectives(loss, gather, option)
 
     @staticmethod
     def replicated(x: jax.Array) -> jax.Array:

@@ -23,19 +23,20 @@ from jax import lax
 from recloss._validate import gather_error
 
 
-def collectives(loss: str, gather: Any) -> "JaxCollectives":
-    """The collectives of the mesh axis ``gather`` (a name or a tuple of names), or the shared error."""
+def collectives(loss: str, gather: Any, option: str = "gather") -> "JaxCollectives":
+    """The collectives of the mesh axis ``gather`` (a name or a tuple of names), or the shared error (naming
+    ``option``, the option that asked for them)."""
     if not isinstance(gather, (str, tuple)):
         raise gather_error(loss, gather, "the name of a mesh axis (a str or a tuple of str) on the jax backend",
                            f"{gather!r}" if isinstance(gather, bool) else "a ProcessGroup",
-                           'pass the axis name of your shard_map or pmap, e.g. gather="data"')
+                           'pass the axis name of your shard_map or pmap, e.g. gather="data"', option)
     try:
         index = lax.axis_index(gather)
     except NameError:
         raise gather_error(loss, gather, f"a mesh axis named {gather!r} bound by jax.shard_map or jax.pmap around "
                            "the call", "no such axis bound here",
                            "call the loss inside a shard_map or pmap over that axis, or pass the name of the "
-                           "axis it binds") from None
+                           "axis it binds", option) from None
     return JaxCollectives(gather, index)
 
 
@@ -66,3 +67,16 @@ class JaxCollectives:
 
     def all_reduce_sum(self, x: Any) -> Any:
         return lax.psum(x, self.axis)
+
+    def all_reduce_max(self, x: Any) -> Any:
+        return lax.pmax(lax.stop_gradient(x), self.axis)
+
+    def local_rows(self, x: Any, offset: Any, count: int) -> Any:
+        return lax.dynamic_slice_in_dim(x, offset, count, 0)
+
+    #: ``jax.grad`` of a ``shard_map``ped function counts the global loss once on every device (with
+    #: ``check_vma`` on, also when the gradient is taken inside the ``shard_map``).
+    backward_copies = 1
+
+    def scale_gradient(self, x: Any, factor: float) -> Any:
+        return lax.stop_gradient(x) + (x - lax.stop_gradient(x)) * factor

@@ -238,6 +238,19 @@ def _key_kernel(q_ref, keys_ref, log_q_ref, key_ids_ref, row_ids_ref, inv_t_ref,
 # The passes
 
 
+def _out_struct(shape: tuple, dtype: Any, *inputs: Any) -> Any:
+    """A kernel output's ``ShapeDtypeStruct``, varying over every mesh axis that an input varies over: inside
+    ``jax.shard_map`` with ``check_vma`` (``shard_negatives``: each device's rows against its own shard) Pallas
+    asks for it; elsewhere no axis varies."""
+    types = [getattr(jax.typeof(x), "manual_axis_type", None) for x in inputs if x is not None]
+    types = [t for t in types if t is not None and t.varying]
+    if not types:
+        return jax.ShapeDtypeStruct(shape, dtype)
+    varying = frozenset().union(*(t.varying for t in types))
+    return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=type(types[0])(
+        varying=varying, unreduced=frozenset(), reduced=frozenset()))
+
+
 def _row_pass(static: tuple, q: Any, keys: Any, log_q: Any, ids: Any, row_ids: Any, inv_t: Any, diagonal: bool,
               with_acc: bool) -> tuple:
     """Per-slice ``(maxes [S, B], rests [S, B], acc [S, B, D] | None)`` of one candidate source."""
@@ -258,17 +271,18 @@ def _row_pass(static: tuple, q: Any, keys: Any, log_q: Any, ids: Any, row_ids: A
                 None if log_q is None else by_split(span), None if ids is None else by_split(span),
                 None if ids is None else pl.BlockSpec((block_b,), lambda i, s: (i,)),
                 pl.BlockSpec((), lambda i, s: ())]
-    out_shape = [jax.ShapeDtypeStruct((splits, row_blocks * block_b), jnp.float32)] * 2
+    inputs = (q_p, keys_p, log_q_p, ids_p, row_ids_p, inv_t)
+    out_shape = [_out_struct((splits, row_blocks * block_b), jnp.float32, *inputs)] * 2
     out_specs = [pl.BlockSpec((None, block_b), lambda i, s: (s, i))] * 2
     if with_acc:
-        out_shape.append(jax.ShapeDtypeStruct((splits, row_blocks * block_b, block_d), jnp.float32))
+        out_shape.append(_out_struct((splits, row_blocks * block_b, block_d), jnp.float32, *inputs))
         out_specs.append(pl.BlockSpec((None, block_b, block_d), lambda i, s: (s, i, 0)))
     kernel = functools.partial(_row_kernel, num_rows=rows, num_cols=cols, span=span, block_b=block_b,
                                block_n=block_n, diagonal=diagonal, precision=_precision(q.dtype))
     call = pl.pallas_call(kernel, grid=(row_blocks, splits), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shape, interpret=interpret, name="recloss_fused_rows",
                           **_compiler_params(interpret, block_d))
-    outs = _refusing_derivatives(name, lambda *a: tuple(call(*a)))(q_p, keys_p, log_q_p, ids_p, row_ids_p, inv_t)
+    outs = _refusing_derivatives(name, lambda *a: tuple(call(*a)))(*inputs)
     maxes, rests = outs[0][:, :rows], outs[1][:, :rows]
     return maxes, rests, outs[2][:, :rows, :dim] if with_acc else None
 
@@ -293,19 +307,19 @@ def _key_pass(static: tuple, q: Any, keys: Any, log_q: Any, ids: Any, row_ids: A
                 None if log_q is None else col_spec, None if ids is None else col_spec,
                 None if ids is None else row_spec(span), pl.BlockSpec((), lambda j, r: ()),
                 row_spec(span), row_spec(span)]
-    out_shape = [jax.ShapeDtypeStruct((splits, col_blocks * block_n, block_d), jnp.float32)]
+    inputs = (q_p, keys_p, by_col(log_q), by_col(ids), None if ids is None else by_split(row_ids), inv_t,
+              by_split(lse), by_split(row_grad))
+    out_shape = [_out_struct((splits, col_blocks * block_n, block_d), jnp.float32, *inputs)]
     out_specs = [pl.BlockSpec((None, block_n, block_d), lambda j, r: (r, j, 0))]
     if log_q is not None:
-        out_shape.append(jax.ShapeDtypeStruct((splits, col_blocks * block_n), jnp.float32))
+        out_shape.append(_out_struct((splits, col_blocks * block_n), jnp.float32, *inputs))
         out_specs.append(pl.BlockSpec((None, block_n), lambda j, r: (r, j)))
     kernel = functools.partial(_key_kernel, num_rows=rows, num_cols=cols, span=span, block_b=block_b,
                                block_n=block_n, diagonal=diagonal, precision=_precision(q.dtype))
     call = pl.pallas_call(kernel, grid=(col_blocks, splits), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shape, interpret=interpret, name="recloss_fused_keys",
                           **_compiler_params(interpret, block_d))
-    outs = _refusing_derivatives(name, lambda *a: tuple(call(*a)))(
-        q_p, keys_p, by_col(log_q), by_col(ids), None if ids is None else by_split(row_ids), inv_t, by_split(lse),
-        by_split(row_grad))
+    outs = _refusing_derivatives(name, lambda *a: tuple(call(*a)))(*inputs)
     grad_keys = jnp.sum(outs[0], axis=0)[:cols, :dim].astype(keys.dtype)
     grad_log_q = None if log_q is None else jnp.sum(outs[1], axis=0)[:cols].astype(log_q.dtype)
     return grad_keys, grad_log_q
@@ -356,7 +370,20 @@ def _fused_rows_fwd(static: tuple, layout: tuple, q: Any, s_pos: Any, temperatur
 
 
 def _fused_rows_bwd(static: tuple, layout: tuple, residuals: tuple, grad: Any) -> tuple:
-    return _backward(static, layout, residuals, grad)
+    grads = _backward(static, layout, residuals, grad)
+    q, s_pos, temperature, _, sources = residuals[:5]
+    return jax.tree.map(_summed_to, grads, (q, s_pos, temperature, None, sources), is_leaf=lambda x: x is None)
+
+
+def _summed_to(cotangent: Any, primal: Any) -> Any:
+    """``cotangent`` summed over the mesh axes it varies over and ``primal`` does not: inside ``shard_map`` (with
+    ``check_vma``) an input that every device holds alike, such as the temperature, receives the sum of the
+    devices' cotangents, as the transpose of its implicit broadcast."""
+    if cotangent is None or primal is None:
+        return cotangent
+    varying = getattr(getattr(jax.typeof(cotangent), "manual_axis_type", None), "varying", frozenset())
+    extra = varying - getattr(getattr(jax.typeof(primal), "manual_axis_type", None), "varying", frozenset())
+    return lax.psum(cotangent, tuple(sorted(extra))) if extra else cotangent
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -109,10 +109,11 @@ class TensorFlowOps:
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom_gradient
 
     @staticmethod
-    def collectives(loss: str, gather: Any) -> Any:
-        """The ``gather`` option's collectives over the tf.distribute replica context (loaded only when used)."""
+    def collectives(loss: str, gather: Any, option: str = "gather") -> Any:
+        """The ``gather`` (or ``shard_negatives``) option's collectives over the tf.distribute replica context
+        (loaded only when used)."""
         from recloss.backends.tensorflow.distributed import collectives
-        return collectives(loss, gather)
+        return collectives(loss, gather, option)
 
     @staticmethod
     def sum(x: tf.Tensor, axis: int | None = None) -> tf.Tensor:

@@ -25,21 +25,23 @@ _NEEDS = "the replica context of a tf.distribute strategy"
 _TODO = "call the loss inside strategy.run(...)"
 
 
-def collectives(loss: str, gather: Any) -> "TensorFlowCollectives | None":
-    """The collectives of the current replica context (``gather=True``), or the shared error; None (the local
-    batch) while Keras traces the loss only for its output's shape (``model.fit`` builds its compiled loss
-    once in a scratch graph, in the cross-replica context: no value of that trace is ever computed)."""
+def collectives(loss: str, gather: Any, option: str = "gather") -> "TensorFlowCollectives | None":
+    """The collectives of the current replica context (``gather=True``), or the shared error (naming ``option``,
+    the option that asked for them); None (the local batch) while Keras traces the loss only for its output's
+    shape (``model.fit`` builds its compiled loss once in a scratch graph, in the cross-replica context: no
+    value of that trace is ever computed)."""
     if gather is not True:
         raise gather_error(loss, gather, "True on the tensorflow backend (the current replica context)",
                            "a mesh axis name, which is for JAX" if isinstance(gather, (str, tuple))
-                           else "a ProcessGroup, which is for torch", "pass gather=True inside strategy.run(...)")
+                           else "a ProcessGroup, which is for torch", "pass gather=True inside strategy.run(...)",
+                           option)
     if _keras_shape_trace():
         return None
     if not tf.distribute.has_strategy():
-        raise gather_error(loss, gather, _NEEDS, "no strategy", _TODO)
+        raise gather_error(loss, gather, _NEEDS, "no strategy", _TODO, option)
     if tf.distribute.in_cross_replica_context():
         raise gather_error(loss, gather, _NEEDS, "the cross-replica context of strategy.scope(), outside "
-                           "strategy.run", _TODO)
+                           "strategy.run", _TODO, option)
     return TensorFlowCollectives(tf.distribute.get_replica_context())
 
 
@@ -80,6 +82,19 @@ class TensorFlowCollectives:
 
     def all_reduce_sum(self, x: tf.Tensor) -> tf.Tensor:
         return self.context.all_reduce(tf.distribute.ReduceOp.SUM, _own(x))
+
+    def all_reduce_max(self, x: tf.Tensor) -> tf.Tensor:
+        """``ReplicaContext.all_reduce`` has no maximum: every replica's values are gathered and reduced here."""
+        return tf.reduce_max(self.context.all_gather(_own(tf.stop_gradient(x))[None], axis=0), axis=0)
+
+    def local_rows(self, x: tf.Tensor, offset: Any, count: Any) -> tf.Tensor:
+        return x[offset:offset + count]
+
+    #: Each replica differentiates its own share; the collectives' gradients bring the others' cotangents.
+    backward_copies = 1
+
+    def scale_gradient(self, x: tf.Tensor, factor: float) -> tf.Tensor:
+        return tf.stop_gradient(x) + (x - tf.stop_gradient(x)) * factor
 
 
 def _own(x: tf.Tensor) -> tf.Tensor:

@@ -111,8 +111,8 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
                 q_in = q if eager else q + rest[:, None] * 0.0
                 _, scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
                 row_max, rest, weights = _merge(scores, row_max, rest)
-                nbytes = q.shape[0] * (stop - start) * q.dtype.size
-                if used + nbytes <= store_bytes and len(stored) < MAX_STORED_CHUNKS:
+                nbytes = (q.shape[0] or 0) * (stop - start) * q.dtype.size   # rows unknown: store_bytes is 0
+                if store_bytes and used + nbytes <= store_bytes and len(stored) < MAX_STORED_CHUNKS:
                     stored[index, start] = (weights, row_max)   # kept for the backward: no recomputation
                     used += nbytes
         log_total = tf.math.log1p(rest)           # log(sum over all candidates of exp(s - m))

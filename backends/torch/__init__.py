@@ -230,10 +230,11 @@ class TorchOps:
         return torch_fused.fused_row_losses(*args, **kwargs)
 
     @staticmethod
-    def collectives(loss: str, gather: Any) -> Any:
-        """The ``gather`` option's collectives over a torch.distributed group (loaded only when used)."""
+    def collectives(loss: str, gather: Any, option: str = "gather") -> Any:
+        """The ``gather`` (or ``shard_negatives``) option's collectives over a torch.distributed group (loaded
+        only when used)."""
         from recloss.backends.torch.distributed import collectives
-        return collectives(loss, gather)
+        return collectives(loss, gather, option)
 
 
 OPS = TorchOps()

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from recloss._spec import Bound
-from recloss._validate import dtype_name, gather_error
+from recloss._validate import dtype_name, gather_error, gather_requested
 from recloss.kernels.distributed import ROW_DIMS
 
 #: Entries of the exchanged row of int64: the digest, the number of counts, then up to this many counts.
@@ -61,8 +61,11 @@ def describe(bound: Bound, inputs: Mapping[str, Any]) -> Description:
             " requiring grad" if _requires_grad(inputs.get(arg.name)) else " not requiring grad")
         fields.append((f"`{arg.name}`", f"{dtype} [{sizes}]{grad}"))
     for option in bound.spec.options:
-        if option.name != "gather":
-            fields.append((f"`{option.name}`", _shown(bound.options[option.name])))
+        value = bound.options[option.name]
+        if option.name in ("gather", "shard_negatives"):   # collectives over a group: whether they are asked for
+            fields.append((f"`{option.name}`", "set" if gather_requested(value) is not None else "not set"))
+        else:
+            fields.append((f"`{option.name}`", _shown(value)))
     return tuple(fields)
 
 
@@ -92,14 +95,15 @@ def digest(description: Description) -> int:
 
 
 def exchange(group: Any, workers: int, loss: str, gather: Any, description: Description,
-             counts: Sequence[int]) -> list[list[int]]:
+             counts: Sequence[int], option: str = "gather") -> list[list[int]]:
     """Every rank's ``counts`` (``[[c_0 of rank 0, c_0 of rank 1, ...], ...]``) in one all-gather, after
-    checking that every rank's call has the same description (else the shared error, on every rank)."""
+    checking that every rank's call has the same description (else the shared error, on every rank, naming
+    ``option=gather``: the option whose collectives these are)."""
     if len(counts) > MAX_COUNTS:
         raise AssertionError(f"{len(counts)} counts exceed the {MAX_COUNTS} that the exchange holds")
     row = [digest(description), len(counts), *[int(c) for c in counts]]
     table = _all_gather_row(torch.tensor(row + [0] * (_WIDTH - len(row)), dtype=torch.int64), group, workers)
-    check(table, group, workers, loss, gather, description)
+    check(table, group, workers, loss, gather, description, option)
     return [[table[rank][2 + k] for rank in range(workers)] for k in range(len(counts))]
 
 
@@ -111,16 +115,16 @@ def _all_gather_row(row: torch.Tensor, group: Any, workers: int) -> list[list[in
 
 
 def check(table: list[list[int]], group: Any, workers: int, loss: str, gather: Any,
-          description: Description) -> None:
+          description: Description, option: str = "gather") -> None:
     """Raise the shared error on every rank where the digests in ``table`` (column 0) differ."""
     if all(row[0] == table[0][0] for row in table):
         return
     descriptions: list[Any] = [None] * workers
     dist.all_gather_object(descriptions, description, group=group)
-    raise difference(loss, gather, descriptions)
+    raise difference(loss, gather, descriptions, option)
 
 
-def difference(loss: str, gather: Any, descriptions: Sequence[Description]) -> Exception:
+def difference(loss: str, gather: Any, descriptions: Sequence[Description], option: str = "gather") -> Exception:
     """The error naming the first field in which the ranks' descriptions differ, rank 0's value and the
     first rank with another one (the same words on every rank)."""
     longest = max(len(d) for d in descriptions)
@@ -130,7 +134,7 @@ def difference(loss: str, gather: Any, descriptions: Sequence[Description]) -> E
         if other is not None:
             what = values[0][0] or values[other][0]
             got = f"{what} {values[0][1]} on rank 0 and {values[other][1]} on rank {other}"
-            return gather_error(loss, gather, _NEEDS, got, _TODO)
+            return gather_error(loss, gather, _NEEDS, got, _TODO, option)
     raise AssertionError("the descriptions' digests differ but the descriptions do not")
 
 

@@ -32,23 +32,25 @@ from recloss.backends.torch import agreement
 _NEEDS = "an initialised torch.distributed process group"
 
 
-def collectives(loss: str, gather: Any) -> "TorchCollectives":
-    """The collectives of ``gather`` (True: the default group; or a ProcessGroup), or the shared error."""
-    return TorchCollectives(loss, gather, group_of(loss, gather))
+def collectives(loss: str, gather: Any, option: str = "gather") -> "TorchCollectives":
+    """The collectives of ``gather`` (True: the default group; or a ProcessGroup), or the shared error (naming
+    ``option``, the option that asked for them)."""
+    return TorchCollectives(loss, gather, group_of(loss, gather, option), option)
 
 
-def group_of(loss: str, gather: Any) -> Any:
-    """The process group of a ``gather`` value (None for the default group), or the shared error."""
+def group_of(loss: str, gather: Any, option: str = "gather") -> Any:
+    """The process group of a ``gather`` (or ``option``) value (None for the default group), or the shared
+    error."""
     if isinstance(gather, (str, tuple)):
         raise gather_error(loss, gather, "True or a torch.distributed.ProcessGroup on the torch backend",
                            "a mesh axis name, which is for JAX",
-                           "pass gather=True for the default process group, or the group itself")
+                           "pass gather=True for the default process group, or the group itself", option)
     if not dist.is_available():
         raise gather_error(loss, gather, _NEEDS, "a torch build without torch.distributed",
-                           "install a torch build with distributed support, or pass gather=None")
+                           "install a torch build with distributed support, or pass gather=None", option)
     if not dist.is_initialized():
         raise gather_error(loss, gather, _NEEDS, "none initialised",
-                           "call torch.distributed.init_process_group first, e.g. through torchrun")
+                           "call torch.distributed.init_process_group first, e.g. through torchrun", option)
     return None if gather is True else gather
 
 
@@ -57,8 +59,8 @@ class TorchCollectives:
 
     convention = "global"
 
-    def __init__(self, loss: str, gather: Any, group: Any) -> None:
-        self.loss, self.gather, self.group = loss, gather, group
+    def __init__(self, loss: str, gather: Any, group: Any, option: str = "gather") -> None:
+        self.loss, self.gather, self.group, self.option = loss, gather, group, option
         self._workers = dist.get_world_size(group)
         self._index = dist.get_rank(group)
         self._compiling = torch.compiler.is_compiling()
@@ -88,7 +90,8 @@ class TorchCollectives:
                 raise AssertionError("the local sizes are exchanged once per call")
             return [[count] * self._workers for count in counts]
         self._agreed = True
-        return agreement.exchange(self.group, self._workers, self.loss, self.gather, self._description, counts)
+        return agreement.exchange(self.group, self._workers, self.loss, self.gather, self._description, counts,
+                                  self.option)
 
     def offset(self, sizes: list[int]) -> int:
         return sum(sizes[:self._index])
@@ -98,6 +101,22 @@ class TorchCollectives:
 
     def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
         return _AllReduceSum.apply(self._after_agreement(x), self.group)
+
+    def all_reduce_max(self, x: torch.Tensor) -> torch.Tensor:
+        return _all_reduce(self._after_agreement(x.detach()), self.group, dist.ReduceOp.MAX)
+
+    def local_rows(self, x: torch.Tensor, offset: int, count: int) -> torch.Tensor:
+        return x[offset:offset + count]
+
+    @property
+    def backward_copies(self) -> int:
+        """Every rank's backward of the global loss sums the cotangents of all ranks: W times its share."""
+        return self._workers
+
+    def scale_gradient(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _ScaleGradient.apply(x, factor)
+        return x
 
     def _after_agreement(self, x: torch.Tensor) -> torch.Tensor:
         """``x``, once every rank's call is known to agree (a call that gathers nothing checks here)."""
@@ -137,9 +156,9 @@ def _reduce_scatter(x: torch.Tensor, group: Any, sizes: tuple[int, ...], index: 
     return out[:sizes[index]]
 
 
-def _all_reduce(x: torch.Tensor, group: Any) -> torch.Tensor:
+def _all_reduce(x: torch.Tensor, group: Any, op: Any = None) -> torch.Tensor:
     out = x.detach().clone().contiguous()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM if op is None else op, group=group)
     return out
 
 
@@ -212,6 +231,26 @@ class _AllReduceSum(torch.autograd.Function):
     @staticmethod
     def vmap(info: Any, in_dims: tuple, x: torch.Tensor, group: Any) -> tuple:
         return _AllReduceSum.apply(x, group), in_dims[0]
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity whose gradient is the cotangent times ``factor`` (itself differentiable)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, factor: float) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        ctx.factor = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        return grad * ctx.factor, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: torch.Tensor, factor: float) -> tuple:
+        return _ScaleGradient.apply(x, factor), in_dims[0]
 
 
 def average_gradient(x: torch.Tensor, loss: str, gather: Any) -> torch.Tensor:

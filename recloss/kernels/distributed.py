@@ -45,6 +45,17 @@ class Collectives(Protocol):
     #                                                             gradient: this worker's slice of the summed cotangents
     def all_reduce_sum(self, x: Any) -> Any: ...                # elementwise sum over workers (same shape everywhere);
     #                                                             gradient: the sum of the cotangents over workers
+    # For ``shard_negatives`` (:mod:`recloss.kernels.sharded`):
+    def all_reduce_max(self, x: Any) -> Any: ...                # elementwise maximum over workers; no gradient (the
+    #                                                             callers pass values that carry none)
+    def local_rows(self, x: Any, offset: Any, count: Any) -> Any: ...   # rows [offset, offset + count) of a tensor
+    #                                                             of every worker's rows; gradient: placed back there
+    def scale_gradient(self, x: Any, factor: float) -> Any: ...  # x itself, its gradient multiplied by factor
+    #: How many times each worker's backward counts the cotangent of a value that every worker holds after an
+    #: all-reduce (the global loss): the number of workers on torch (its all-reduce's backward sums the
+    #: cotangents of every rank, so each rank's gradients are W times its share), 1 under ``shard_map`` and
+    #: ``tf.distribute``. A tensor that only one worker holds (a shard) divides its gradient by it.
+    backward_copies: int
 
 
 #: The dimensions whose sizes may differ between workers: the rows that are concatenated over the workers
@@ -52,9 +63,11 @@ class Collectives(Protocol):
 ROW_DIMS = frozenset({"B", "N"})
 
 
-def collectives(ops: Ops, bound: Bound, gather: Any, inputs: Mapping[str, Any]) -> Collectives | None:
-    """The collectives of a call's ``gather`` option, or None for the local batch (``None`` or ``False``, or a
-    call that the framework traces only for its output's shape: the backend's hook decides).
+def collectives(ops: Ops, bound: Bound, gather: Any, inputs: Mapping[str, Any],
+                option: str = "gather") -> Collectives | None:
+    """The collectives of a call's ``gather`` (or ``shard_negatives``: ``option``) option, or None for the local
+    batch (``None`` or ``False``, or a call that the framework traces only for its output's shape: the backend's
+    hook decides).
 
     ``inputs`` are the call's tensor arguments by name. Where workers may be called with different inputs
     (torch processes), the collectives offer ``describe_call(bound, inputs)``, and check before their first
@@ -66,8 +79,8 @@ def collectives(ops: Ops, bound: Bound, gather: Any, inputs: Mapping[str, Any]) 
     hook = getattr(ops, "collectives", None)
     if hook is None:
         raise gather_error(bound.spec.name, gather, GATHER_ENGINES, "a backend without one",
-                           "pass torch, JAX or TensorFlow tensors, or gather=None")
-    comm = hook(bound.spec.name, gather)
+                           "pass torch, JAX or TensorFlow tensors, or gather=None", option)
+    comm = hook(bound.spec.name, gather, option)
     describe = getattr(comm, "describe_call", None)
     if describe is not None:
         describe(bound, inputs)

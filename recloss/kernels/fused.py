@@ -66,18 +66,21 @@ def path(generic: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(generic)
     def kernel(ops: Ops, bound: Bound, **arguments: Any) -> Any:
-        gather = arguments.pop("gather", None)
+        distributed = {name: arguments.pop(name) for name in ("gather", "shard_negatives") if name in arguments}
+        gather = distributed.get("gather")
         if gather_requested(gather) is not None:   # the kernels see one device's candidates
             if arguments.get("implementation") == "fused":
                 raise OptionError(f'{bound.spec.name}: implementation="fused" scores the local candidates only and '
                                   'does not take `gather`; use implementation="auto" (streaming or materialised '
                                   f"over the gathered candidates); got gather={gather!r}")
-            return generic(ops, bound, gather=gather, **arguments)
+            return generic(ops, bound, **distributed, **arguments)
+        if gather_requested(distributed.get("shard_negatives")) is not None:   # fused per shard: part_row_losses
+            return generic(ops, bound, **distributed, **arguments)
         if arguments.get("implementation", "auto") in ("fused", "auto"):
             loss = fused(ops, bound, **arguments)
             if loss is not None:
                 return loss
-        return generic(ops, bound, **arguments)
+        return generic(ops, bound, **distributed, **arguments)
     return kernel
 
 
@@ -114,6 +117,16 @@ def _describe(tensors: tuple) -> str:
     names = {"tensorflow": "TensorFlow tensors", "torch": "PyTorch tensors", "jax": "JAX arrays"}
     frameworks = sorted({framework_of(t) for t in tensors if t is not None} - {None})
     return ", ".join(names.get(f, f"{f} arrays") for f in frameworks) or "no tensors"
+
+
+def part_row_losses(ops: Ops, bound: Bound, implementation: str, rows: Any, s_pos: Any, keys: Any, log_q: Any,
+                    ids: Any, row_ids: Any, temperature: Any) -> Any:
+    """The fused kernels' row losses of ``rows`` ``[R, D]`` (with positive scores ``s_pos``) against one set of
+    keys (``shard_negatives``: every worker's rows against the local shard), or None where the path is not
+    taken; an explicit ``"fused"`` that cannot run here raises as for the whole loss."""
+    if implementation not in ("fused", "auto") or not _chosen(ops, bound, implementation, (rows, keys)):
+        return None
+    return _rows(ops, bound, rows, s_pos, [(keys, log_q, ids, False)], row_ids, temperature)
 
 
 def _rows(ops: Ops, bound: Bound, q: Any, s_pos: Any, sources: list, row_ids: Any, temperature: Any) -> Any:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from recloss._spec import Bound
-from recloss._validate import check_comparable_ids, dtype_name
-from recloss.kernels import fused
+from recloss._validate import check_comparable_ids, dtype_name, gather_requested
+from recloss.kernels import fused, sharded
 from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, product_operands,
                                      reduce_rows, scalar, upcast)
 from recloss.kernels.distributed import Columns, candidate_columns, collectives, gather_rows
@@ -233,14 +233,22 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any,
                          reduction: str, implementation: str = "auto", product_precision: str = "input",
-                         gather: Any = None) -> Any:
+                         gather: Any = None, shard_negatives: Any = None) -> Any:
     q, p, n = product_operands(ops, bound, product_precision, query_emb, pos_emb, neg_emb)
     pos_q, neg_q, weight = (upcast(ops, bound, x) for x in (pos_log_q, neg_log_q, sample_weight))
     pos_ids, neg_ids = comparable_ids(ops, bound, pos_ids, neg_ids)
     in_batch = (neg_emb is None) if in_batch is None else in_batch
-    comm = collectives(ops, bound, gather, dict(
-        query_emb=query_emb, pos_emb=pos_emb, neg_emb=neg_emb, pos_log_q=pos_log_q, neg_log_q=neg_log_q,
-        pos_ids=pos_ids, neg_ids=neg_ids, sample_weight=sample_weight))
+    inputs = dict(query_emb=query_emb, pos_emb=pos_emb, neg_emb=neg_emb, pos_log_q=pos_log_q, neg_log_q=neg_log_q,
+                  pos_ids=pos_ids, neg_ids=neg_ids, sample_weight=sample_weight)
+    shards = collectives(ops, bound, shard_negatives, inputs, "shard_negatives")
+    if shards is not None:   # the negatives are this worker's shard of one table: recloss.kernels.sharded
+        rows = sharded.row_losses(ops, bound, shards, q, p, n, temperature=scalar(ops, bound, temperature),
+                                  in_batch=in_batch, pos_log_q=pos_q, neg_log_q=neg_q, pos_ids=pos_ids,
+                                  neg_ids=neg_ids, num_hard_negatives=num_hard_negatives,
+                                  implementation=implementation, gather_in_batch=gather_requested(gather) is not None,
+                                  reduction=reduction)
+        return reduce_rows(ops, rows, weight, reduction, (*_guarded(ops, bound, q, p, n), pos_q, neg_q), shards)
+    comm = collectives(ops, bound, gather, inputs)
     columns = None
     if comm is not None:
         shared = n is not None and bound.form("neg_emb") == ("N", "D")
@@ -259,11 +267,18 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
                                             temperature: Any, sample_weight: Any, reduction: str,
                                             implementation: str = "auto", product_precision: str = "input",
-                                            gather: Any = None) -> Any:
+                                            gather: Any = None, shard_negatives: Any = None) -> Any:
     q, p, n = product_operands(ops, bound, product_precision, src_emb, pos_emb, neg_emb)
     weight = upcast(ops, bound, sample_weight)
-    comm = collectives(ops, bound, gather, dict(src_emb=src_emb, pos_emb=pos_emb, neg_emb=neg_emb,
-                                                sample_weight=sample_weight))
+    inputs = dict(src_emb=src_emb, pos_emb=pos_emb, neg_emb=neg_emb, sample_weight=sample_weight)
+    shards = collectives(ops, bound, shard_negatives, inputs, "shard_negatives")
+    if shards is not None:   # the negatives are this worker's shard of one table: recloss.kernels.sharded
+        rows = sharded.row_losses(ops, bound, shards, q, p, n, temperature=scalar(ops, bound, temperature),
+                                  in_batch=False, pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None,
+                                  num_hard_negatives=None, implementation=implementation, gather_in_batch=False,
+                                  reduction=reduction)
+        return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, p, n), shards)
+    comm = collectives(ops, bound, gather, inputs)
     columns = None if comm is None else candidate_columns(ops, comm, neg=n)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature), in_batch=False,
                                 pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from recloss._spec import BOOL, INT, Bound, Case, LossSpec, Option, tensor
-from recloss._validate import check_comparable_ids, fail
+from recloss._validate import check_comparable_ids, fail, gather_requested
 from recloss.losses._shared import REDUCTION, RETURNS, SAMPLE_WEIGHT, temperature
 
 NUM_HARD = Option("num_hard_negatives", None, "optional_count", annotation="int | None",
@@ -62,6 +62,17 @@ GATHER = Option(
         "(sum the shares, as ``apply_gradients`` sums gradients). ``\"none\"`` returns the local rows, each "
         "scored against the global candidates.")
 
+SHARD_NEGATIVES = Option(
+    "shard_negatives", None, "gather", annotation="bool | str | tuple[str, ...] | object | None",
+    doc="A catalogue split across workers: `neg_emb` ``[N, D]`` (with `neg_log_q` and `neg_ids`) is this "
+        "worker's shard of one candidate set, every worker's shard concatenated in worker order. Every worker's "
+        "rows are scored against every shard; the shard never leaves its worker (the rows and a few numbers per "
+        "row travel). The values of `gather` (torch: ``True`` or a ``torch.distributed.ProcessGroup``; JAX: the "
+        "mesh axis name of the enclosing ``shard_map``; TensorFlow: ``True`` inside ``strategy.run``), and the "
+        "value returned in `gather`'s convention; the shard's gradient is the global loss's, exactly (on torch "
+        "not multiplied by the world size: keep the shard out of DDP). With `gather` (the same group) the "
+        "in-batch candidates are every worker's positives, else the local ones. ``None``/``False``: not sharded.")
+
 # ----------------------------------------------------------------------------------------------------------
 # Cross-argument rules
 
@@ -92,6 +103,42 @@ def _sampled_softmax_rules(bound: Bound) -> None:
     in_batch = bound.options["in_batch"]
     _negative_source_rules(bound, ("neg_emb" not in bound.present) if in_batch is None else in_batch)
     _fused_rules(bound)
+    _shard_rules(bound)
+
+
+def _unsupervised_rules(bound: Bound) -> None:
+    _fused_rules(bound)
+    _shard_rules(bound)
+
+
+def _shard_rules(bound: Bound) -> None:
+    """What ``shard_negatives`` needs: shared ``[N, D]`` negatives to shard, and the same group as ``gather``."""
+    shards = gather_requested(bound.options.get("shard_negatives"))
+    if shards is None:
+        return
+    form = bound.form("neg_emb")
+    if form is None:
+        fail(bound, "`shard_negatives` splits the shared negatives `neg_emb` [N, D] across the workers; got "
+                    "neg_emb=None")
+    if form != ("N", "D"):
+        fail(bound, "`shard_negatives` takes shared negatives `neg_emb` of shape [N, D], this worker's shard of "
+                    f"one table; got `neg_emb` of shape {list(form)} (per-row negatives stay with their row: use "
+                    "gather, or no option)")
+    gather = gather_requested(bound.options.get("gather"))
+    if gather is not None and not _same_group(gather, shards):
+        fail(bound, "`gather` and `shard_negatives` must name the same group of workers; got "
+                    f"gather={_shown(gather)} and shard_negatives={_shown(shards)}")
+
+
+def _same_group(a: Any, b: Any) -> bool:
+    """Whether two valid ``gather`` values name the same group (True, an axis name or names, a ProcessGroup)."""
+    if isinstance(a, (bool, str, tuple)) or isinstance(b, (bool, str, tuple)):
+        return type(a) is type(b) and a == b
+    return a is b
+
+
+def _shown(value: Any) -> str:
+    return "a ProcessGroup" if type(value).__name__.startswith("ProcessGroup") else repr(value)
 
 
 def _fused_rules(bound: Bound) -> None:
@@ -164,11 +211,11 @@ SAMPLED_SOFTMAX = LossSpec(
              Option("in_batch", None, "optional_bool", annotation="bool | None",
                     doc="Use the other rows' positives as negatives. Default: True when `neg_emb` is None, "
                         "else False; both together is mixed negative sampling."),
-             NUM_HARD, REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION, GATHER),
+             NUM_HARD, REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION, GATHER, SHARD_NEGATIVES),
     positional=("query_emb", "pos_emb", "neg_emb"),
     keywords=("temperature", "in_batch", "pos_log_q", "neg_log_q", "pos_ids", "neg_ids", "num_hard_negatives",
               "sample_weight", "reduction", "implementation", "product_precision",
-              "gather"),
+              "gather", "shard_negatives"),
     returns=RETURNS,
     cases=(Case("in-batch"),
            Case("shared negatives, T=0.5", {"neg_emb": 0}, {"temperature": 0.5}),
@@ -202,7 +249,7 @@ UNSUPERVISED_SOFTMAX = LossSpec(
           tensor("pos_emb", "[B, D]", doc="Embedding of each row's positive destination."),
           tensor("neg_emb", "[N, D]", doc="Negative destinations shared by every row (N is often B * neg_num)."),
           SAMPLE_WEIGHT),
-    options=(temperature(1.0), REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION, GATHER),
+    options=(temperature(1.0), REDUCTION, IMPLEMENTATION, PRODUCT_PRECISION, GATHER, SHARD_NEGATIVES),
     positional=("src_emb", "pos_emb", "neg_emb", "temperature"),
     returns=RETURNS,
     cases=(Case("default"), Case("T=0.3, weights", {"sample_weight": 0}, {"temperature": 0.3}),
@@ -211,7 +258,7 @@ UNSUPERVISED_SOFTMAX = LossSpec(
                 {"temperature": 0.3, "implementation": "streaming"})),
     example="loss = recloss.unsupervised_softmax_cross_entropy_loss(src, pos, neg, temperature=0.5)",
     references=("GraphLearn, nn/tf/loss.py::unsupervised_softmax_cross_entropy_loss",),
-    rules=_fused_rules,
+    rules=_unsupervised_rules,
 )
 
 INFO_NCE = LossSpec(

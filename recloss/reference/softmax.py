@@ -1,6 +1,7 @@
 """Float64 references of the softmax family, one row at a time from the list of candidates that survive,
-exactly as the README states the math. ``implementation`` and ``gather`` do not change the math (the reference
-is one process: its batch is the global batch), so they are accepted and ignored."""
+exactly as the README states the math. ``implementation``, ``gather`` and ``shard_negatives`` do not change the
+math (the reference is one process: its batch is the global batch, its negatives the whole table), so they are
+accepted and ignored."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def softmax_loss(pos_logit, neg_logit, *, neg_mask=None, temperature=1.0, pos_lo
 
 def sampled_softmax_loss(query_emb, pos_emb, neg_emb=None, *, temperature=1.0, in_batch=None, pos_log_q=None,
                          neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
-                         sample_weight=None, reduction="mean", implementation="auto", product_precision="input", gather=None):
+                         sample_weight=None, reduction="mean", implementation="auto", product_precision="input", gather=None,
+                         shard_negatives=None):
     q, p, n = f64(query_emb), f64(pos_emb), f64(neg_emb)
     temperature = float(np.asarray(temperature))
     if in_batch is None:
@@ -70,7 +72,8 @@ def sampled_softmax_loss(query_emb, pos_emb, neg_emb=None, *, temperature=1.0, i
 
 
 def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb, temperature=1.0, *, sample_weight=None,
-                                            reduction="mean", implementation="auto", product_precision="input", gather=None):
+                                            reduction="mean", implementation="auto", product_precision="input", gather=None,
+                                            shard_negatives=None):
     return sampled_softmax_loss(src_emb, pos_emb, neg_emb, temperature=temperature, in_batch=False,
                                 sample_weight=sample_weight, reduction=reduction)
 
