@@ -104,8 +104,14 @@ def option_annotation(option: Option, tensor_ok: bool = True) -> str:
     return text + (" | TensorLike" if option.tensor_ok and tensor_ok else "")
 
 
+def option_default(option: Option) -> Any:
+    """An option's default as a :class:`Param` default (``_REQUIRED`` for an option without one)."""
+    return _REQUIRED if option.required else option.default
+
+
 def option_params(spec: LossSpec, skip: tuple[str, ...] = (), tensor_ok: bool = True) -> list[Param]:
-    return [Param(o.name, option_annotation(o, tensor_ok), o.default) for o in spec.options if o.name not in skip]
+    return [Param(o.name, option_annotation(o, tensor_ok), option_default(o)) for o in spec.options
+            if o.name not in skip]
 
 
 def tensor_params(spec: LossSpec, tensor_type: str) -> list[Param]:

@@ -62,7 +62,8 @@ def function_params(spec: LossSpec) -> list[Param]:
                                 _native._REQUIRED if arg.required else None, keyword_only=keyword_only))
         else:
             option = spec.option(name)
-            params.append(Param(name, _native.option_annotation(option), option.default, keyword_only=keyword_only))
+            params.append(Param(name, _native.option_annotation(option), _native.option_default(option),
+                                keyword_only=keyword_only))
     return params + [Param("backend", "str | None", None)]
 
 

@@ -23,6 +23,7 @@ from keras import ops
 
 import recloss
 from recloss import _native
+from recloss._api import option_default_text
 from recloss._spec import LossSpec
 from recloss.errors import ReclossError, ShapeError
 from recloss.losses import CATALOGUE
@@ -182,7 +183,7 @@ def _loss_docstring(spec: LossSpec, form: str) -> str:
             shapes[1] += f"; only their shape is read ({spec.name} has no mask: every column 1..K is a negative)."
     lines = [spec.summary, "", f"The ``keras.losses.Loss`` form of :func:`recloss.{spec.name}` (its docstring "
              "has the math and the options).", "", "Math:", f"    {spec.math}", "", "Args (constructor):"]
-    lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options if o.name != "reduction"]
+    lines += [f"    {o.name}: {option_default_text(o)}. {o.doc}" for o in spec.options if o.name != "reduction"]
     lines += ['    reduction: as every Keras loss: "sum_over_batch_size" (default; = "mean"), "sum", '
               '"mean_with_sample_weight" or "none"/None.', "    name, dtype: as every Keras loss.", "",
               "Call ``loss(y_true, y_pred, sample_weight=None)``:"]

@@ -27,6 +27,7 @@ import torch
 
 import recloss
 from recloss import _native
+from recloss._api import option_default_text
 from recloss._spec import LossSpec
 from recloss.losses import CATALOGUE
 
@@ -72,7 +73,7 @@ class LossModule(torch.nn.Module):
 def _docstring(spec: LossSpec) -> str:
     lines = [spec.summary, "", f"The ``torch.nn.Module`` form of :func:`recloss.{spec.name}` (its docstring has "
              "the math and the shapes).", "", "Math:", f"    {spec.math}", "", "Args (constructor):"]
-    lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options]
+    lines += [f"    {o.name}: {option_default_text(o)}. {o.doc}" for o in spec.options]
     if _native.has_temperature(spec):
         lines.append("    learn_temperature: learn the temperature through ``logit_scale = log(1 / T)``, an "
                      "``nn.Parameter`` initialised from ``temperature``.")
