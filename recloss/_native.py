@@ -8,8 +8,9 @@ are generated from the same description and a new loss, or a new option such as 
 
 Keras forms of a spec:
 
-* ``"ranking"``: tensors ``scores`` ``[B, L]``, ``labels`` ``[B, L]``, optional ``mask`` ``[B, L]`` (bool) and
-  ``sample_weight`` ``[B]``: ``y_pred`` is ``scores``, ``y_true`` is ``labels`` or ``{"labels", "mask"}``.
+* ``"ranking"``: tensors ``scores`` (or ``logits``) ``[B, L]``, ``labels`` ``[B, L]``, optional ``mask`` ``[B, L]``
+  (bool) and ``sample_weight`` ``[B]``: ``y_pred`` is ``scores``, ``y_true`` is ``labels`` or
+  ``{"labels", "mask"}``.
 * ``"block"``: ``pos_logit`` ``[B]`` and ``neg_logit`` ``[B, K]`` (optional ``neg_mask`` ``[B, K]``):
   ``y_pred`` is the ``[B, 1 + K]`` score block with the positive in column 0.
 """
@@ -26,7 +27,8 @@ from recloss._validate import check_option
 _REQUIRED = object()
 
 #: Words written in capitals in class names: ``bpr_loss`` -> ``BPRLoss``, ``info_nce_loss`` -> ``InfoNCELoss``.
-ACRONYMS = {"bpr": "BPR", "nce": "NCE", "ndcg": "NDCG", "mrr": "MRR", "ap": "AP", "map": "MAP"}
+ACRONYMS = {"bpr": "BPR", "nce": "NCE", "ndcg": "NDCG", "mrr": "MRR", "ap": "AP", "map": "MAP", "dcg": "DCG",
+            "gbce": "GBCE"}
 
 KERAS_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
 
@@ -169,8 +171,10 @@ def keras_form(spec: LossSpec) -> str | None:
     names = set(spec.tensor_names)
     required = {a.name for a in spec.args if a.required}
     optional_ok = all(_shapes(spec, n) == (("B",),) for n in names & {"sample_weight"})
-    if ({"scores", "labels"} == required and names <= {"scores", "labels", "mask", "sample_weight"}
-            and ("B", "L") in _shapes(spec, "scores") and ("B", "L") in _shapes(spec, "labels")
+    scores = keras_scores_name(spec)
+    if (scores is not None and {scores, "labels"} == required
+            and names <= {scores, "labels", "mask", "sample_weight"}
+            and ("B", "L") in _shapes(spec, scores) and ("B", "L") in _shapes(spec, "labels")
             and ("mask" not in names or (("B", "L") in _shapes(spec, "mask") and spec.arg("mask").kind == BOOL))
             and optional_ok):
         return "ranking"
@@ -180,6 +184,12 @@ def keras_form(spec: LossSpec) -> str | None:
             and ("neg_mask" not in names or spec.arg("neg_mask").kind == BOOL) and optional_ok):
         return "block"
     return None
+
+
+def keras_scores_name(spec: LossSpec) -> str | None:
+    """The tensor that ``y_pred`` feeds in the ``"ranking"`` form: ``scores`` (the ranking losses) or ``logits``
+    (``multi_positive_softmax_loss``)."""
+    return next((name for name in ("scores", "logits") if name in spec.tensor_names), None)
 
 
 def keras_mask_name(spec: LossSpec) -> str | None:

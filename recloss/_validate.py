@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from recloss._spec import (BOOL, FLOAT, FLOAT_DTYPES, INT, INT_DTYPES, Bound, LossSpec, Option,
+from recloss._spec import (BOOL, FLOAT, FLOAT_DTYPES, INT, INT_DTYPES, REQUIRED, Bound, LossSpec, Option,
                            common_int_dtype, format_shape, kind_of_dtype)
 from recloss.errors import DTypeError, OptionError, ShapeError
 
@@ -59,6 +59,8 @@ def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any]
     """Raise :class:`OptionError` if ``value`` breaks the option's rule."""
     rule = option.rule
     name = f"{loss}: `{option.name}`"
+    if value is REQUIRED:
+        raise OptionError(f"{name} is required (it has no default); got none")
     if rule in NUMBER_RULES:
         expected = NUMBER_RULES[rule]
         if option.tensor_ok and is_tensor_like(value):

@@ -5,10 +5,13 @@
   and the per-call tensors (sampled negatives, logQ, ids, row weights) to the call, which returns the loss;
   use it from ``Model.compute_loss`` or with ``add_loss``.
 * One ``keras.losses.Loss`` per loss whose Keras form is ``(y_true=labels, y_pred=scores)``, generated from the
-  catalogue: the ranking losses (``y_pred`` = ``scores`` ``[B, L]``, ``y_true`` = ``labels`` ``[B, L]`` or
-  ``{"labels": labels, "mask": mask}``) and the losses over a ``[B, 1 + K]`` score block with the positive in
-  column 0 (``SoftmaxLoss``, ``SigmoidCrossEntropyLoss``, ``BPRLoss``, ``HingeLoss``). Keras reduces them:
-  the ``reduction`` strings and ``sample_weight`` of ``keras.losses.Loss`` apply as to any Keras loss.
+  catalogue: the ranking losses and ``MultiPositiveSoftmaxLoss`` (``y_pred`` = the scores or logits ``[B, L]``,
+  ``y_true`` = ``labels`` ``[B, L]`` or ``{"labels": labels, "mask": mask}``) and the losses over a ``[B, 1 + K]``
+  score block with the positive in column 0 (``SoftmaxLoss``, ``SigmoidCrossEntropyLoss``, ``BPRLoss``,
+  ``HingeLoss``, ``GBCELoss``). Keras reduces them: the ``reduction`` strings and ``sample_weight`` of
+  ``keras.losses.Loss`` apply as to any Keras loss.
+* :mod:`recloss.keras.metrics`: the retrieval metrics as ``keras.metrics.Metric`` objects that accumulate over
+  batches (and replicas), for ``model.compile(metrics=...)``.
 
 Every class is registered for serialisation (``get_config`` / ``from_config``, package ``"recloss"``).
 Importing this module imports Keras (and its backend); ``import recloss`` does not.
@@ -130,7 +133,7 @@ class ReclossLoss(keras.losses.Loss):
             labels = ops.where(valid, labels, ops.zeros_like(labels))
         function = type(self).function
         if self.form == "ranking":
-            tensors = {"scores": y_pred, "labels": labels}
+            tensors = {_native.keras_scores_name(self.spec): y_pred, "labels": labels}
             if mask is not None:
                 tensors["mask"] = mask
             return function(**tensors, reduction="none", **self.options)

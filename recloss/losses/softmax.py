@@ -291,3 +291,42 @@ INFO_NCE = LossSpec(
                 "Radford et al., CLIP, 2021"),
     rules=_fused_rules,
 )
+
+MULTI_POSITIVE = LossSpec(
+    name="multi_positive_softmax_loss",
+    summary="Softmax cross-entropy of rows with several positives (labels > 0): each positive against the row's "
+            "negatives (mode \"out\") or all positives together (mode \"in\").",
+    math=("s = logits / T;  V = the row's valid entries (mask), P = {c in V: labels_c > 0}, N = V \\ P;  "
+          "mode \"out\": l_i = sum_{p in P} -log(e^{s_p} / (e^{s_p} + sum_{n in N} e^{s_n})) = sum_{p in P} "
+          "softplus(logsumexp_N(s) - s_p);  mode \"in\": l_i = -log(sum_P e^{s_p} / sum_V e^{s_c}) = "
+          "softplus(logsumexp_N(s) - logsumexp_P(s));  l_i = 0 when P is empty (a row with no positive or no valid "
+          "entry)"),
+    args=(tensor("logits", "[B, L]", doc="Score of each candidate of each row (e.g. a [B, N] block of query-item "
+                 "scores)."),
+          tensor("labels", "[B, L]", sample="graded", nonnegative=True, masked_by="mask", constant=True,
+                 doc="Relevance >= 0: the candidates with labels > 0 are the row's positives, the others its "
+                     "negatives (only the sign matters). A constant: no gradient flows to it. Entries where "
+                     "`mask` is False may hold anything."),
+          tensor("mask", "[B, L]", kind=BOOL, required=False,
+                 doc="True = a real candidate, False = padding: it contributes nothing to the value or any gradient, "
+                     "whatever `logits` and `labels` hold there. Default: every candidate is real."),
+          SAMPLE_WEIGHT),
+    options=(Option("mode", "out", "choice", choices=("out", "in"), annotation="str",
+                    doc='``"out"``: each positive against the negatives alone, the other positives left out of its '
+                        "denominator, summed over the positives (RePlay's LogOutCE; rax's unique_softmax_loss on "
+                        "binary labels; SupCon's L_out is this divided by |P|). ``\"in\"``: the positives' total "
+                        "probability, -log(sum_P softmax) (RePlay's LogInCE; SupCon's L_in)."),
+             temperature(1.0), REDUCTION),
+    positional=("logits", "labels"),
+    keywords=("mode", "mask", "temperature", "sample_weight", "reduction"),
+    returns=RETURNS,
+    cases=(Case("out, mask, weights", {"mask": 0, "sample_weight": 0}),
+           Case("in, mask, T=0.5", {"mask": 0}, {"mode": "in", "temperature": 0.5}),
+           Case("in, no mask, none", {}, {"mode": "in", "reduction": "none"}),
+           Case("out, T=2, sum", {}, {"temperature": 2.0, "reduction": "sum"})),
+    example='loss = recloss.multi_positive_softmax_loss(query @ items.T, labels, mode="out", temperature=0.05)',
+    references=("RePlay, replay/nn/loss: LogOutCE and LogInCE",
+                "Zhu and Klabjan, Listwise learning to rank by exploring unique ratings (rax.unique_softmax_loss), "
+                "WSDM 2020",
+                "Khosla et al., Supervised contrastive learning (L_out, L_in), NeurIPS 2020"),
+)

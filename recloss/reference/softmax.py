@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recloss.reference._common import f64, l2_normalize, reduce
+from recloss.reference._common import f64, l2_normalize, reduce, softplus
 
 
 def _softmax_row(s_pos: float, candidates: np.ndarray, num_hard_negatives: int | None,
@@ -108,3 +108,23 @@ def graphlearn_softmax_cross_entropy(src_emb, pos_emb, neg_emb, temperature=1.0)
     logits = logits - logits.max(axis=1, keepdims=True)
     softmax = np.exp(logits) / np.sum(np.exp(logits), axis=1, keepdims=True)
     return np.asarray(-np.mean(np.log(softmax[:, 0] + 1e-12)))
+
+
+def multi_positive_softmax_loss(logits, labels, *, mode="out", mask=None, temperature=1.0, sample_weight=None,
+                                reduction="mean"):
+    """Each row's positives (labels > 0) and negatives among its valid entries, written out one by one."""
+    temperature = float(np.asarray(temperature))
+    s, y = f64(logits), f64(labels)
+    keep = np.ones(s.shape, bool) if mask is None else np.asarray(mask, bool)
+    rows = []
+    for i in range(s.shape[0]):
+        z, relevant = s[i][keep[i]] / temperature, y[i][keep[i]] > 0
+        positives, negatives = z[relevant], z[~relevant]
+        if positives.size == 0:
+            rows.append(0.0)
+        elif mode == "out":      # -log(e^p / (e^p + sum_n e^n)) for each positive p
+            rows.append(sum(_softmax_row(p, negatives, None) for p in positives))
+        else:                    # -log(sum_P e^p / sum_V e^c) = log(1 + sum_N e^n / sum_P e^p)
+            lse_negatives = np.logaddexp.reduce(negatives) if negatives.size else -np.inf
+            rows.append(float(softplus(lse_negatives - np.logaddexp.reduce(positives))))
+    return reduce(np.array(rows, dtype=np.float64), sample_weight, reduction, (s[keep], y[keep]))
