@@ -154,6 +154,11 @@ def torch_init_params(spec: LossSpec) -> list[Param]:
     return option_params(spec) + ([TORCH_LEARN_TEMPERATURE] if has_temperature(spec) else [])
 
 
+def torch_metric_init_params(spec: LossSpec) -> list[Param]:
+    """A metric's options but ``reduction``, then ``process_group``."""
+    return option_params(spec, skip=("reduction",)) + [Param("process_group", "Any", None)]
+
+
 def torch_forward_params(spec: LossSpec) -> list[Param]:
     return tensor_params(spec, "torch.Tensor")
 
@@ -205,6 +210,35 @@ def keras_loss_init_params(spec: LossSpec) -> list[Param]:
     return option_params(spec, skip=("reduction",), tensor_ok=False) + [
         Param("reduction", reductions, "sum_over_batch_size"), Param("name", "str | None", None),
         Param("dtype", "Any", None)]
+
+
+def keras_metric_init_params(spec: LossSpec) -> list[Param]:
+    """A metric's options but ``reduction`` (a metric object averages lists), then Keras' ``name`` and ``dtype``."""
+    return option_params(spec, skip=("reduction",), tensor_ok=False) + [
+        Param("name", "str | None", None), Param("dtype", "Any", None)]
+
+
+def metric_params(spec: LossSpec) -> list[Param]:
+    """The tensors of a metric's update (``scores``, ``labels`` positional, then ``mask`` and ``sample_weight``)."""
+    return tensor_params(spec, "Any")
+
+
+def call_params(spec: LossSpec, tensor_type: str, skip: tuple[str, ...] = ()) -> list[Param]:
+    """The public function's parameters in its order (positional tensors, then the keyword-only ones), without
+    ``skip`` and ``backend``."""
+    params = []
+    for position, name in enumerate((*spec.positional, *spec.keyword_order)):
+        if name in skip:
+            continue
+        keyword_only = position >= len(spec.positional)
+        if name in spec.tensor_names:
+            arg = spec.arg(name)
+            params.append(Param(name, tensor_type if arg.required else f"{tensor_type} | None",
+                                _REQUIRED if arg.required else None, keyword_only=keyword_only))
+        else:
+            option = spec.option(name)
+            params.append(Param(name, option_annotation(option), option_default(option), keyword_only=keyword_only))
+    return params
 
 
 def retrieval_init_params(spec: LossSpec) -> list[Param]:

@@ -53,18 +53,7 @@ def _all(names: list[str]) -> str:
 
 def function_params(spec: LossSpec) -> list[Param]:
     """The public function's parameters, in :func:`recloss._api.build`'s order."""
-    params = []
-    for position, name in enumerate((*spec.positional, *spec.keyword_order)):
-        keyword_only = position >= len(spec.positional)
-        if name in spec.tensor_names:
-            arg = spec.arg(name)
-            params.append(Param(name, "ArrayLike" if arg.required else "ArrayLike | None",
-                                _native._REQUIRED if arg.required else None, keyword_only=keyword_only))
-        else:
-            option = spec.option(name)
-            params.append(Param(name, _native.option_annotation(option), _native.option_default(option),
-                                keyword_only=keyword_only))
-    return params + [Param("backend", "str | None", None)]
+    return _native.call_params(spec, "ArrayLike") + [Param("backend", "str | None", None)]
 
 
 def render_init() -> str:

@@ -120,17 +120,10 @@ class ReclossLoss(keras.losses.Loss):
         self.options = options
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        labels, mask = self._split(y_true)
-        if tuple(labels.shape) != tuple(y_pred.shape) and None not in (*labels.shape, *y_pred.shape):
-            raise ShapeError(f"{type(self).__name__}: `y_true` (labels) must have the shape of `y_pred` "
-                             f"{_y_pred_shape(self.form)}; got labels {tuple(labels.shape)} and y_pred "
-                             f"{tuple(y_pred.shape)}")
+        labels, mask = split_y_true(type(self).__name__, self.spec, y_true)
+        check_labels_shape(type(self).__name__, labels, y_pred, _y_pred_shape(self.form))
         if _native.keras_mask_name(self.spec) is not None:
-            # As in keras-rs and TF-Ranking, an entry labelled < 0 is padding: `compile(loss=...)` pairs a
-            # dict `y` with a single output and refuses it, so the labels carry the mask there.
-            valid = ops.greater_equal(labels, 0)
-            mask = valid if mask is None else ops.logical_and(ops.cast(mask, "bool"), valid)
-            labels = ops.where(valid, labels, ops.zeros_like(labels))
+            labels, mask = padding_from_labels(labels, mask)
         function = type(self).function
         if self.form == "ranking":
             tensors = {_native.keras_scores_name(self.spec): y_pred, "labels": labels}
@@ -143,22 +136,38 @@ class ReclossLoss(keras.losses.Loss):
         rows = function(**tensors, reduction="none", **self.options)
         return rows if mask is None else ops.where(mask[:, 0], rows, ops.zeros_like(rows))
 
-    def _split(self, y_true: Any) -> tuple[Any, Any]:
-        if not isinstance(y_true, Mapping):
-            return y_true, None
-        unknown = sorted(set(y_true) - {"labels", "mask"})
-        if "labels" not in y_true or unknown:
-            raise ReclossError(f"{type(self).__name__}: `y_true` must be the labels or a dict with the key "
-                               f"'labels' and optionally 'mask'; got a dict with keys {sorted(y_true)}")
-        mask = y_true.get("mask")
-        if mask is not None and _native.keras_mask_name(self.spec) is None:
-            raise ReclossError(f"{type(self).__name__}: `y_true` has a 'mask', but {self.spec.name} cannot "
-                               "remove single candidates (it has no `neg_mask`); drop the mask or use "
-                               "`sample_weight` to remove whole rows")
-        return y_true["labels"], mask
-
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dtype": self.dtype, **self.options}
+
+
+def split_y_true(owner: str, spec: LossSpec, y_true: Any) -> tuple[Any, Any]:
+    """``(labels, mask or None)`` from ``y_true``: the labels, or ``{"labels": ..., "mask": ...}``."""
+    if not isinstance(y_true, Mapping):
+        return y_true, None
+    unknown = sorted(set(y_true) - {"labels", "mask"})
+    if "labels" not in y_true or unknown:
+        raise ReclossError(f"{owner}: `y_true` must be the labels or a dict with the key 'labels' and optionally "
+                           f"'mask'; got a dict with keys {sorted(y_true)}")
+    mask = y_true.get("mask")
+    if mask is not None and _native.keras_mask_name(spec) is None:
+        raise ReclossError(f"{owner}: `y_true` has a 'mask', but {spec.name} cannot remove single candidates (it "
+                           "has no `neg_mask`); drop the mask or use `sample_weight` to remove whole rows")
+    return y_true["labels"], mask
+
+
+def check_labels_shape(owner: str, labels: Any, y_pred: Any, expected: str) -> None:
+    if tuple(labels.shape) != tuple(y_pred.shape) and None not in (*labels.shape, *y_pred.shape):
+        raise ShapeError(f"{owner}: `y_true` (labels) must have the shape of `y_pred` {expected}; got labels "
+                         f"{tuple(labels.shape)} and y_pred {tuple(y_pred.shape)}")
+
+
+def padding_from_labels(labels: Any, mask: Any) -> tuple[Any, Any]:
+    """As in keras-rs and TF-Ranking, an entry labelled < 0 is padding: ``compile(loss=...)`` pairs a dict ``y``
+    with a single output and refuses it, so the labels carry the mask there. ``(labels with padding at 0,
+    mask)``."""
+    valid = ops.greater_equal(labels, 0)
+    mask = valid if mask is None else ops.logical_and(ops.cast(mask, "bool"), valid)
+    return ops.where(valid, labels, ops.zeros_like(labels)), mask
 
 
 def _y_pred_shape(form: str) -> str:
@@ -217,4 +226,6 @@ _LOSSES = {spec.name: loss_class(spec, getattr(recloss, spec.name))
            for spec in CATALOGUE.values() if _native.keras_form(spec) is not None}
 globals().update({cls.__name__: cls for cls in _LOSSES.values()})
 
-__all__ = ["Retrieval", "ReclossLoss", "loss_class", *sorted(cls.__name__ for cls in _LOSSES.values())]
+from recloss import keras_metrics as metrics  # noqa: E402 - the metric objects (they use the helpers above)
+
+__all__ = ["Retrieval", "ReclossLoss", "loss_class", "metrics", *sorted(cls.__name__ for cls in _LOSSES.values())]

@@ -15,6 +15,9 @@ through the log-scale parameter ``logit_scale = log(1 / temperature)`` (an ``nn.
 ``temperature``, in ``state_dict``; the loss uses ``temperature = exp(-logit_scale)``). CLIP clamps it after
 each optimiser step (``logit_scale.data.clamp_(0, math.log(100))``); do so if your training needs it.
 
+:mod:`recloss.torch.metrics` holds the retrieval metrics as objects with ``update`` / ``compute`` / ``reset`` that
+reduce across a process group.
+
 Importing this module imports PyTorch; ``import recloss`` does not.
 """
 
@@ -104,4 +107,6 @@ def module_class(spec: LossSpec, function: Callable[..., Any]) -> type[LossModul
 _CLASSES = {spec.name: module_class(spec, getattr(recloss, spec.name)) for spec in CATALOGUE.values()}
 globals().update({cls.__name__: cls for cls in _CLASSES.values()})
 
-__all__ = ["LossModule", *sorted(cls.__name__ for cls in _CLASSES.values())]
+from recloss import torch_metrics as metrics  # noqa: E402 - the accumulating metric objects
+
+__all__ = ["LossModule", "metrics", *sorted(cls.__name__ for cls in _CLASSES.values())]

@@ -28,7 +28,8 @@ KERNELS: dict[str, Callable[..., Any]] = {
                             ranking.listwise_softmax_loss, ranking.poly1_softmax_loss, ranking.listmle_loss,
                             ranking.approx_ndcg_loss, ranking.pairwise_logistic_loss, ranking.pairwise_hinge_loss,
                             ranking.pairwise_soft_zero_one_loss, ranking.pointwise_sigmoid_loss,
-                            metrics.ndcg, metrics.mrr, metrics.recall, metrics.precision, metrics.hit_rate)
+                            metrics.ndcg, metrics.mrr, metrics.recall, metrics.precision, metrics.hit_rate,
+                            metrics.map, metrics.dcg)
 }
 
 
