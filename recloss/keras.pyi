@@ -4,6 +4,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 import keras  # type: ignore[import-untyped]
 
+from recloss import keras_metrics as metrics
 from recloss._spec import LossSpec
 
 
@@ -18,6 +19,8 @@ class Retrieval(keras.layers.Layer):
         temperature: float = 1.0,
         in_batch: bool | None = None,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -35,6 +38,7 @@ class Retrieval(keras.layers.Layer):
         neg_log_q: Any | None = None,
         pos_ids: Any | None = None,
         neg_ids: Any | None = None,
+        query_ids: Any | None = None,
         sample_weight: Any | None = None,
     ) -> Any: ...
     def __call__(
@@ -47,6 +51,7 @@ class Retrieval(keras.layers.Layer):
         neg_log_q: Any | None = None,
         pos_ids: Any | None = None,
         neg_ids: Any | None = None,
+        query_ids: Any | None = None,
         sample_weight: Any | None = None,
     ) -> Any: ...
     def compute_output_spec(self, query_emb: Any, *args: Any, **kwargs: Any) -> Any: ...
@@ -86,6 +91,22 @@ class SoftmaxLoss(ReclossLoss):
         *,
         temperature: float = 1.0,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class MultiPositiveSoftmaxLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.multi_positive_softmax_loss`: Softmax cross-entropy of rows with several positives (labels > 0): each positive against the row's negatives (mode "out") or all positives together (mode "in").
+    """
+    def __init__(
+        self,
+        *,
+        mode: Literal['out', 'in'] = 'out',
+        temperature: float = 1.0,
         reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
         name: str | None = None,
         dtype: Any = None,
@@ -111,6 +132,20 @@ class HingeLoss(ReclossLoss):
         self,
         *,
         margin: float = 1.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class GBCELoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.gbce_loss`: gSASRec's generalised binary cross-entropy (gBCE): one positive and K sampled negatives per row, the positive's probability raised to the power beta, which undoes the overconfidence that negative sampling causes.
+    """
+    def __init__(
+        self,
+        *,
+        num_items: int,
+        t: float = 0.75,
         reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
         name: str | None = None,
         dtype: Any = None,
@@ -225,11 +260,14 @@ __all__ = [
     'Retrieval',
     'ReclossLoss',
     'loss_class',
+    'metrics',
     'ApproxNDCGLoss',
     'BPRLoss',
+    'GBCELoss',
     'HingeLoss',
     'ListmleLoss',
     'ListwiseSoftmaxLoss',
+    'MultiPositiveSoftmaxLoss',
     'PairwiseHingeLoss',
     'PairwiseLogisticLoss',
     'PairwiseSoftZeroOneLoss',

@@ -4,6 +4,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
+from recloss import torch_metrics as metrics
 from recloss._spec import LossSpec
 from recloss._typing import TensorLike
 
@@ -49,6 +50,8 @@ class UnsupervisedSoftmaxCrossEntropyLoss(LossModule):
         self,
         *,
         temperature: float | TensorLike = 1.0,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -81,6 +84,8 @@ class SoftmaxLoss(LossModule):
         *,
         temperature: float | TensorLike = 1.0,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         learn_temperature: bool = False,
     ) -> None: ...
@@ -115,6 +120,8 @@ class SampledSoftmaxLoss(LossModule):
         temperature: float | TensorLike = 1.0,
         in_batch: bool | None = None,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -131,6 +138,7 @@ class SampledSoftmaxLoss(LossModule):
         neg_log_q: torch.Tensor | None = None,
         pos_ids: torch.Tensor | None = None,
         neg_ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
     def __call__(
@@ -143,6 +151,7 @@ class SampledSoftmaxLoss(LossModule):
         neg_log_q: torch.Tensor | None = None,
         pos_ids: torch.Tensor | None = None,
         neg_ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
@@ -156,6 +165,8 @@ class InfoNCELoss(LossModule):
         temperature: float | TensorLike = 0.07,
         symmetric: bool = False,
         normalize: bool = False,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -168,6 +179,7 @@ class InfoNCELoss(LossModule):
         key_emb: torch.Tensor,
         *,
         ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
     def __call__(
@@ -176,6 +188,36 @@ class InfoNCELoss(LossModule):
         key_emb: torch.Tensor,
         *,
         ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class MultiPositiveSoftmaxLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.multi_positive_softmax_loss`: Softmax cross-entropy of rows with several positives (labels > 0): each positive against the row's negatives (mode "out") or all positives together (mode "in").
+    """
+    def __init__(
+        self,
+        *,
+        mode: Literal['out', 'in'] = 'out',
+        temperature: float | TensorLike = 1.0,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
@@ -244,6 +286,34 @@ class TripletMarginLoss(LossModule):
         pos_emb: torch.Tensor,
         neg_emb: torch.Tensor,
         *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class GBCELoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.gbce_loss`: gSASRec's generalised binary cross-entropy (gBCE): one positive and K sampled negatives per row, the positive's probability raised to the power beta, which undoes the overconfidence that negative sampling causes.
+    """
+    def __init__(
+        self,
+        *,
+        num_items: int,
+        t: float = 0.75,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    ) -> None: ...
+    def forward(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        neg_mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        neg_mask: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
@@ -461,12 +531,15 @@ class PointwiseSigmoidLoss(LossModule):
 
 __all__ = [
     'LossModule',
+    'metrics',
     'ApproxNDCGLoss',
     'BPRLoss',
+    'GBCELoss',
     'HingeLoss',
     'InfoNCELoss',
     'ListmleLoss',
     'ListwiseSoftmaxLoss',
+    'MultiPositiveSoftmaxLoss',
     'PairwiseHingeLoss',
     'PairwiseLogisticLoss',
     'PairwiseSoftZeroOneLoss',

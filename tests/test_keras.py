@@ -25,8 +25,8 @@ pytest.importorskip("keras")
 
 CHECKS = Path(__file__).with_name("keras_fit_checks.py")
 FIT_CHECKS = ["retrieval_compute_loss_nojit", "retrieval_add_loss_nojit", "block_softmax_nojit",
-              "generated_ranking_nojit", "retrieval_compute_loss_jit", "block_softmax_jit", "generated_ranking_jit",
-              "direct_calls"]
+              "generated_ranking_nojit", "metrics_evaluate_nojit", "retrieval_compute_loss_jit", "block_softmax_jit",
+              "generated_ranking_jit", "metrics_evaluate_jit", "direct_calls"]
 
 
 @pytest.fixture(scope="module", params=["tensorflow", "jax", "torch"])
