@@ -314,8 +314,9 @@ MULTI_POSITIVE = LossSpec(
     options=(Option("mode", "out", "choice", choices=("out", "in"), annotation="str",
                     doc='``"out"``: each positive against the negatives alone, the other positives left out of its '
                         "denominator, summed over the positives (RePlay's LogOutCE; rax's unique_softmax_loss on "
-                        "binary labels; SupCon's L_out is this divided by |P|). ``\"in\"``: the positives' total "
-                        "probability, -log(sum_P softmax) (RePlay's LogInCE; SupCon's L_in)."),
+                        "binary labels). ``\"in\"``: the positives' total probability, -log(sum_P softmax) (RePlay's "
+                        "LogInCE; SupCon's L_in minus log |P|). SupCon's L_out keeps the other positives in each "
+                        "denominator: it is listwise_softmax_loss with labels 1 / |P| on the positives."),
              temperature(1.0), REDUCTION),
     positional=("logits", "labels"),
     keywords=("mode", "mask", "temperature", "sample_weight", "reduction"),
@@ -328,5 +329,5 @@ MULTI_POSITIVE = LossSpec(
     references=("RePlay, replay/nn/loss: LogOutCE and LogInCE",
                 "Zhu and Klabjan, Listwise learning to rank by exploring unique ratings (rax.unique_softmax_loss), "
                 "WSDM 2020",
-                "Khosla et al., Supervised contrastive learning (L_out, L_in), NeurIPS 2020"),
+                "Khosla et al., Supervised contrastive learning (L_in), NeurIPS 2020"),
 )
