@@ -312,7 +312,7 @@ def multi_positive_softmax_loss(
         labels: ``[B, L]`` float. Relevance >= 0: the candidates with labels > 0 are the row's positives, the others its negatives (only the sign matters). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
         mask: ``[B, L]`` bool, optional. True = a real candidate, False = padding: it contributes nothing to the value or any gradient, whatever `logits` and `labels` hold there. Default: every candidate is real.
         sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
-        mode: default ``'out'``. ``"out"``: each positive against the negatives alone, the other positives left out of its denominator, summed over the positives (RePlay's LogOutCE; rax's unique_softmax_loss on binary labels; SupCon's L_out is this divided by |P|). ``"in"``: the positives' total probability, -log(sum_P softmax) (RePlay's LogInCE; SupCon's L_in).
+        mode: default ``'out'``. ``"out"``: each positive against the negatives alone, the other positives left out of its denominator, summed over the positives (RePlay's LogOutCE; rax's unique_softmax_loss on binary labels). ``"in"``: the positives' total probability, -log(sum_P softmax) (RePlay's LogInCE; SupCon's L_in minus log |P|). SupCon's L_out keeps the other positives in each denominator: it is listwise_softmax_loss with labels 1 / |P| on the positives.
         temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
@@ -329,7 +329,7 @@ def multi_positive_softmax_loss(
     References:
         RePlay, replay/nn/loss: LogOutCE and LogInCE
         Zhu and Klabjan, Listwise learning to rank by exploring unique ratings (rax.unique_softmax_loss), WSDM 2020
-        Khosla et al., Supervised contrastive learning (L_out, L_in), NeurIPS 2020
+        Khosla et al., Supervised contrastive learning (L_in), NeurIPS 2020
     """
 
 

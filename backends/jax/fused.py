@@ -5,7 +5,9 @@ The same computation as :mod:`recloss.backends.torch.fused` (see it for the math
 maximum ``m``, the tie-aware ``r`` (the sum of ``exp(s - m)`` over all but one maximal element) and, for the
 gradient, ``A = sum exp(s - m) k``; the slices are merged here; a key pass over (candidate block x row block)
 tiles recomputes the scores for the keys' and logQ's gradients; the queries' and the temperature's gradients
-come from ``A``. Products in the inputs' dtype with float32 accumulation (float32 at ``Precision.HIGHEST``).
+come from ``A``. Products in the inputs' dtype with float32 accumulation (float32 at ``Precision.HIGHEST``). Query
+groups (``query_ids``) remove the columns of the row's query; with ``sums`` (label smoothing) the row pass also
+keeps each row's sum of kept scores, their number and ``sum_kept k``, and the key pass adds the sum's cotangent.
 
 On a GPU the kernels lower through Pallas's Triton backend; with ``interpret=True`` (``RECLOSS_FUSED_INTERPRET=1``)
 they run on the CPU through Pallas's interpreter. Inputs are padded to whole blocks (zeros, masked out), so

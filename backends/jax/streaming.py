@@ -6,7 +6,8 @@ products; the first chunks whose ``exp(s - m_c)`` fit in ``store_bytes`` (at mos
 kept from the forward as residuals instead of recomputed. Full chunks run in a ``lax.fori_loop``
 (``dynamic_slice``), the remainder once; shapes are static, so it traces once under ``jax.jit``. Removed
 candidates are ``-inf`` inside the chunk (exact zeros in value and gradient; a fully removed row has loss 0
-and zero gradient). See
+and zero gradient). With ``sums=True`` (label smoothing) the forward also returns each row's sum of kept scores
+and their number, and the backward adds that sum's gradient chunk by chunk. See
 :func:`recloss.kernels.softmax.streaming_row_losses` for the arguments.
 """
 

@@ -6,7 +6,9 @@ products; the first chunks whose ``exp(s - m)`` fit in ``store_bytes`` are kept 
 recomputed. The loop over chunks is a Python loop over static sizes, so it runs eagerly, under
 ``tf.function`` and under XLA (``jit_compile=True``); sizes unknown at trace time use the materialised path
 (:func:`recloss.kernels.softmax.streaming_row_losses` decides). Removed candidates are ``-inf`` inside the chunk
-(exact zeros in value and gradient; a fully removed row has loss 0 and zero gradient).
+(exact zeros in value and gradient; a fully removed row has loss 0 and zero gradient). With ``sums=True`` (label
+smoothing) the forward also returns each row's sum of kept scores and their number, and the backward adds that
+sum's gradient chunk by chunk.
 """
 
 from __future__ import annotations

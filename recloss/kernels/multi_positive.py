@@ -14,7 +14,7 @@ from typing import Any
 
 from recloss._spec import Bound
 from recloss.kernels._common import NEG_INF, Ops, reduce_rows, scalar
-from recloss.kernels.ranking import list_inputs
+from recloss.kernels.ranking import list_inputs, no_items
 
 
 def masked_logsumexp(ops: Ops, s: Any, members: Any) -> Any:
@@ -30,6 +30,8 @@ def masked_logsumexp(ops: Ops, s: Any, members: Any) -> Any:
 def multi_positive_softmax_loss(ops: Ops, bound: Bound, logits: Any, labels: Any, *, mode: str, mask: Any,
                                 temperature: Any, sample_weight: Any, reduction: str) -> Any:
     s, y, valid, w = list_inputs(ops, bound, logits, labels, mask, sample_weight)
+    if no_items(ops, s):    # L = 0: a maximum over nothing is undefined in torch and JAX
+        return reduce_rows(ops, ops.sum(s, 1), w, reduction, (s, y))
     t = scalar(ops, bound, temperature)
     z = s if isinstance(t, float) and t == 1.0 else s / t
     positive = ops.logical_and(valid, y > 0)
