@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 import recloss.metrics
 from recloss import _native
+from recloss._api import option_default_text
 from recloss._spec import LossSpec
 from recloss.losses import METRICS
 
@@ -46,10 +47,15 @@ def metric_function(spec: LossSpec, function: Callable[..., Any]) -> Callable[..
     out = _native.define(spec.name, params, f"return _totals(_function, {tensors}, {options})",
                          {"_totals": _totals, "_function": function}, first="", qualname=spec.name)
     out.__module__ = __name__
-    out.__doc__ = (f"``(sum_i w_i m_i, sum_i w_i)`` of :func:`recloss.metrics.{spec.name}` over the batch's lists: "
-                   f"{spec.summary}\n\nMath:\n    {spec.math}\n\nReturns:\n    Two 0-d JAX arrays (float32, float64 "
-                   "for float64 inputs): the total and the count, to be summed over batches and devices "
-                   "(``jax.lax.psum``) and divided with :func:`mean`.")
+    args = [f"    {a.name}: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
+            for a in spec.args]
+    args += [f"    {o.name}: {option_default_text(o)}. {o.doc}" for o in spec.options if o.name != "reduction"]
+    out.__doc__ = "\n".join([
+        f"``(sum_i w_i m_i, sum_i w_i)`` of ``recloss.metrics.{spec.name}`` over the batch's lists: {spec.summary}",
+        "", "Math:", f"    {spec.math}", "", "Args:", *args, "", "Returns:",
+        "    ``(total, count)``, two 0-d JAX arrays (float32, float64 for float64 inputs), to be summed over "
+        "batches and devices (``jax.lax.psum``) and divided with ``mean``."])
+    out.__annotations__["return"] = "tuple[Any, Any]"
     out.spec = spec
     return out
 

@@ -52,15 +52,15 @@ class ReclossMetric(keras.metrics.Mean):
 
 
 def _docstring(spec: LossSpec) -> str:
-    lines = [spec.summary, "", f"The ``keras.metrics.Metric`` form of :func:`recloss.metrics.{spec.name}`: its mean "
-             "over every list seen since the last ``reset_state()``.", "", "Math:", f"    {spec.math}", "",
-             "Args (constructor):"]
+    lines = [spec.summary, "", f"The ``keras.metrics.Metric`` form of ``recloss.metrics.{spec.name}``: its mean "
+             "over every list seen since the last ``reset_state()``.", "", "Math:", f"    {spec.math}", "", "Args:"]
     lines += [f"    {o.name}: {option_default_text(o)}. {o.doc}" for o in spec.options if o.name != "reduction"]
-    lines += ["    name, dtype: as every Keras metric.", "",
-              "Call ``metric.update_state(y_true, y_pred, sample_weight=None)``:",
-              "    y_pred: the scores ``[B, L]``.",
-              "    y_true: the labels ``[B, L]`` (< 0: padding) or ``{\"labels\": labels, \"mask\": mask}``.",
-              "    sample_weight: list weights ``[B]``."]
+    lines += ["    name: as every Keras metric (default: the metric's name, with ``_at_{k}`` where ``k`` is set).",
+              "    dtype: as every Keras metric.", "",
+              "Update:", "    ``metric.update_state(y_true, y_pred, sample_weight=None)``", "",
+              "    - y_pred: the scores ``[B, L]``.",
+              "    - y_true: the labels ``[B, L]`` (< 0: padding) or ``{\"labels\": labels, \"mask\": mask}``.",
+              "    - sample_weight: list weights ``[B]``."]
     return "\n".join(lines)
 
 

@@ -78,13 +78,13 @@ class MetricModule(torch.nn.Module):
 
 
 def _docstring(spec: LossSpec) -> str:
-    lines = [spec.summary, "", f"The accumulating form of :func:`recloss.metrics.{spec.name}` (``update`` / "
-             "``compute`` / ``reset``, reduced over a process group).", "", "Math:", f"    {spec.math}", "",
-             "Args (constructor):"]
+    lines = [spec.summary, "", f"The accumulating form of ``recloss.metrics.{spec.name}`` (``update`` / "
+             "``compute`` / ``reset``, reduced over a process group).", "", "Math:", f"    {spec.math}", "", "Args:"]
     lines += [f"    {o.name}: {option_default_text(o)}. {o.doc}" for o in spec.options if o.name != "reduction"]
     lines += ["    process_group: None (the default group, where one is initialised), False (no reduction) or a "
-              "``torch.distributed.ProcessGroup``.", "", "Args (update, forward):"]
-    lines += [f"    {a.name}: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
+              "``torch.distributed.ProcessGroup``.", "", "Update:",
+              "    ``metric.update(...)`` and ``metric(...)`` (which also returns the batch's own value) take:", ""]
+    lines += [f"    - ``{a.name}``: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
               for a in spec.args]
     return "\n".join(lines)
 
