@@ -25,9 +25,11 @@ unsupervised_softmax_cross_entropy_loss = _build(CATALOGUE["unsupervised_softmax
 softmax_loss = _build(CATALOGUE["softmax_loss"])
 sampled_softmax_loss = _build(CATALOGUE["sampled_softmax_loss"])
 info_nce_loss = _build(CATALOGUE["info_nce_loss"])
+multi_positive_softmax_loss = _build(CATALOGUE["multi_positive_softmax_loss"])
 bpr_loss = _build(CATALOGUE["bpr_loss"])
 hinge_loss = _build(CATALOGUE["hinge_loss"])
 triplet_margin_loss = _build(CATALOGUE["triplet_margin_loss"])
+gbce_loss = _build(CATALOGUE["gbce_loss"])
 listwise_softmax_loss = _build(CATALOGUE["listwise_softmax_loss"])
 poly1_softmax_loss = _build(CATALOGUE["poly1_softmax_loss"])
 listmle_loss = _build(CATALOGUE["listmle_loss"])
@@ -41,7 +43,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "sigmoid_cross_entropy_loss", "unsupervised_softmax_cross_entropy_loss", "softmax_loss",
-    "sampled_softmax_loss", "info_nce_loss", "bpr_loss", "hinge_loss", "triplet_margin_loss",
+    "sampled_softmax_loss", "info_nce_loss", "multi_positive_softmax_loss", "bpr_loss", "hinge_loss",
+    "triplet_margin_loss", "gbce_loss",
     "listwise_softmax_loss", "poly1_softmax_loss", "listmle_loss", "approx_ndcg_loss", "pairwise_logistic_loss",
     "pairwise_hinge_loss", "pairwise_soft_zero_one_loss", "pointwise_sigmoid_loss", "metrics", "sampling",
     "available_backends", "validate", "validate_distributed", "Report", "CATALOGUE",

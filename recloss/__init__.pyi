@@ -69,6 +69,8 @@ def unsupervised_softmax_cross_entropy_loss(
     neg_emb: ArrayLike,
     temperature: float | TensorLike = 1.0,
     *,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
     implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
     gather: bool | str | tuple[str, ...] | object | None = None,
@@ -81,7 +83,9 @@ def unsupervised_softmax_cross_entropy_loss(
 
     Math:
         z_i = [src_i . pos_i, src_i . neg_1, ..., src_i . neg_N] / T;  l_i = logsumexp(z_i) - z_i0
-        (GraphLearn: -log(softmax(z_i)[0] + 1e-12), which floors at 27.63)
+        (GraphLearn: -log(softmax(z_i)[0] + 1e-12), which floors at 27.63);  label_smoothing eps: l_i = (1 -
+        eps)(lse_i - s_pos) + eps (lse_i - mean of the n_i kept s);  z_loss c: l_i += c lse_i^2  (lse_i =
+        logsumexp of the row's kept candidates)
 
     Args:
         src_emb: ``[B, D]`` float. Source (query) embeddings.
@@ -89,6 +93,8 @@ def unsupervised_softmax_cross_entropy_loss(
         neg_emb: ``[N, D]`` float. Negative destinations shared by every row (N is often B * neg_num).
         sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
         temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        label_smoothing: default ``0.0``. Label smoothing ``eps`` in [0, 1): the target puts ``1 - eps`` on the positive and spreads ``eps`` uniformly over the row's n kept candidates, the positive included (removed candidates get none), as ``torch.nn.functional.cross_entropy(label_smoothing=)`` does over its classes: ``l_i = (1 - eps) (lse_i - s_pos) + eps (lse_i - mean of the n kept s)``. A row with only its positive left has 0 from both terms.
+        z_loss: default ``0.0``. Coefficient ``c >= 0`` of the z-loss ``c lse_i^2`` added to each row, ``lse_i`` the log-sum-exp of the row's kept candidates (the positive included), as PaLM and Liger's ``lse_square_scale`` do: it keeps the softmax normaliser near 1, for bfloat16 training.
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
@@ -123,6 +129,8 @@ def softmax_loss(
     pos_log_q: ArrayLike | None = None,
     neg_log_q: ArrayLike | None = None,
     num_hard_negatives: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
     sample_weight: ArrayLike | None = None,
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
     backend: str | None = None,
@@ -131,7 +139,9 @@ def softmax_loss(
 
     Math:
         s_pos = pos_i / T - pos_log_q_i;  s_k = neg_ik / T - neg_log_q_ik;  drop k where neg_mask_ik is
-        False; keep the num_hard_negatives largest s_k;  l_i = logsumexp([s_pos, kept s_k]) - s_pos
+        False; keep the num_hard_negatives largest s_k;  l_i = logsumexp([s_pos, kept s_k]) - s_pos;
+        label_smoothing eps: l_i = (1 - eps)(lse_i - s_pos) + eps (lse_i - mean of the n_i kept s);  z_loss
+        c: l_i += c lse_i^2  (lse_i = logsumexp of the row's kept candidates)
 
     Args:
         pos_logit: ``[B]`` float. Logit of each row's positive.
@@ -142,6 +152,8 @@ def softmax_loss(
         sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
         temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
         num_hard_negatives: default ``None``. Keep only the h largest remaining negative logits per row (after logQ and removal); None keeps all.
+        label_smoothing: default ``0.0``. Label smoothing ``eps`` in [0, 1): the target puts ``1 - eps`` on the positive and spreads ``eps`` uniformly over the row's n kept candidates, the positive included (removed candidates get none), as ``torch.nn.functional.cross_entropy(label_smoothing=)`` does over its classes: ``l_i = (1 - eps) (lse_i - s_pos) + eps (lse_i - mean of the n kept s)``. A row with only its positive left has 0 from both terms.
+        z_loss: default ``0.0``. Coefficient ``c >= 0`` of the z-loss ``c lse_i^2`` added to each row, ``lse_i`` the log-sum-exp of the row's kept candidates (the positive included), as PaLM and Liger's ``lse_square_scale`` do: it keeps the softmax normaliser near 1, for bfloat16 training.
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
 
@@ -174,7 +186,10 @@ def sampled_softmax_loss(
     neg_log_q: ArrayLike | None = None,
     pos_ids: ArrayLike | None = None,
     neg_ids: ArrayLike | None = None,
+    query_ids: ArrayLike | None = None,
     num_hard_negatives: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
     sample_weight: ArrayLike | None = None,
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
     implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
@@ -188,7 +203,10 @@ def sampled_softmax_loss(
     Math:
         candidates of row i: pos_i; if in_batch, pos_j (j != i); if neg_emb, its negatives ([N, D] shared or
         [B, K, D] per row).  s_c = q_i . c / T - log_q(c);  drop negatives whose id equals pos_ids_i;  keep
-        the num_hard_negatives largest;  l_i = logsumexp([s_pos, kept s_c]) - s_pos
+        the num_hard_negatives largest;  with query_ids, drop the in-batch pos_j of rows j with query_ids_j
+        = query_ids_i;  l_i = logsumexp([s_pos, kept s_c]) - s_pos;  label_smoothing eps: l_i = (1 -
+        eps)(lse_i - s_pos) + eps (lse_i - mean of the n_i kept s);  z_loss c: l_i += c lse_i^2  (lse_i =
+        logsumexp of the row's kept candidates)
 
     Args:
         query_emb: ``[B, D]`` float. Query-tower embeddings.
@@ -198,10 +216,13 @@ def sampled_softmax_loss(
         neg_log_q: ``[N] or [B, K]`` float, optional. log Q of each sampled negative.
         pos_ids: ``[B]`` int, optional. Item id of each positive: in-batch and sampled negatives with the row's positive id are removed (accidental hits).
         neg_ids: ``[N] or [B, K]`` int, optional. Item id of each sampled negative.
+        query_ids: ``[B]`` int, optional. Query id of each row, for a batch with several rows of one query: the in-batch candidates of the other rows with the same query id are removed from each row's negatives (with `gather`, every worker's rows are compared). Compared by value, like the item ids.
         sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
         temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
         in_batch: default ``None``. Use the other rows' positives as negatives. Default: True when `neg_emb` is None, else False; both together is mixed negative sampling.
         num_hard_negatives: default ``None``. Keep only the h largest remaining negative logits per row (after logQ and removal); None keeps all.
+        label_smoothing: default ``0.0``. Label smoothing ``eps`` in [0, 1): the target puts ``1 - eps`` on the positive and spreads ``eps`` uniformly over the row's n kept candidates, the positive included (removed candidates get none), as ``torch.nn.functional.cross_entropy(label_smoothing=)`` does over its classes: ``l_i = (1 - eps) (lse_i - s_pos) + eps (lse_i - mean of the n kept s)``. A row with only its positive left has 0 from both terms.
+        z_loss: default ``0.0``. Coefficient ``c >= 0`` of the z-loss ``c lse_i^2`` added to each row, ``lse_i`` the log-sum-exp of the row's kept candidates (the positive included), as PaLM and Liger's ``lse_square_scale`` do: it keeps the softmax normaliser near 1, for bfloat16 training.
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
@@ -235,10 +256,13 @@ def info_nce_loss(
     temperature: float | TensorLike = 0.07,
     symmetric: bool = False,
     normalize: bool = False,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
     implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
     product_precision: Literal['input', 'float32'] = 'input',
     gather: bool | str | tuple[str, ...] | object | None = None,
     ids: ArrayLike | None = None,
+    query_ids: ArrayLike | None = None,
     sample_weight: ArrayLike | None = None,
     reduction: Literal['mean', 'sum', 'none'] = 'mean',
     backend: str | None = None,
@@ -246,17 +270,23 @@ def info_nce_loss(
     """In-batch contrastive InfoNCE: row i's key is its positive, the other keys its negatives.
 
     Math:
-        l_i = logsumexp_j(q_i . k_j / T) - q_i . k_i / T over j = i and keys whose id differs from ids_i;
-        symmetric: average with the key-to-query direction;  normalize: cosine similarity
+        l_i = logsumexp_j(q_i . k_j / T) - q_i . k_i / T over j = i and keys whose id differs from ids_i
+        (and, with query_ids, whose row's query id differs from query_ids_i);  symmetric: average with the
+        key-to-query direction;  normalize: cosine similarity;  label_smoothing eps: l_i = (1 - eps)(lse_i -
+        s_pos) + eps (lse_i - mean of the n_i kept s);  z_loss c: l_i += c lse_i^2  (lse_i = logsumexp of
+        the row's kept candidates)
 
     Args:
         query_emb: ``[B, D]`` float. Queries (e.g. one view / one modality).
         key_emb: ``[B, D]`` float. Keys; key i is query i's positive.
         ids: ``[B]`` int, optional. Row ids: keys sharing row i's id are removed from row i's negatives (accidental hits).
+        query_ids: ``[B]`` int, optional. Query id of each row, for a batch with several rows of one query: the in-batch candidates of the other rows with the same query id are removed from each row's negatives (with `gather`, every worker's rows are compared). Compared by value, like the item ids.
         sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
         temperature: default ``0.07``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
         symmetric: default ``False``. Average query-to-key and key-to-query losses (CLIP).
         normalize: default ``False``. L2-normalise both sides first, x / max(||x||, 1e-12) (cosine similarity).
+        label_smoothing: default ``0.0``. Label smoothing ``eps`` in [0, 1): the target puts ``1 - eps`` on the positive and spreads ``eps`` uniformly over the row's n kept candidates, the positive included (removed candidates get none), as ``torch.nn.functional.cross_entropy(label_smoothing=)`` does over its classes: ``l_i = (1 - eps) (lse_i - s_pos) + eps (lse_i - mean of the n kept s)``. A row with only its positive left has 0 from both terms.
+        z_loss: default ``0.0``. Coefficient ``c >= 0`` of the z-loss ``c lse_i^2`` added to each row, ``lse_i`` the log-sum-exp of the row's kept candidates (the positive included), as PaLM and Liger's ``lse_square_scale`` do: it keeps the softmax normaliser near 1, for bfloat16 training.
         reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
         implementation: default ``'auto'``. ``"materialized"`` builds the ``[B, N]`` logits block; ``"streaming"`` computes each row's logsumexp over chunks of 4096 negatives with a backward that recomputes each chunk's scores (kept from the forward instead when the whole block fits in 64 MiB; memory O(B x chunk), never the block); ``"fused"`` runs GPU kernels that compute each row's logsumexp over candidate blocks on chip and recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` picks "fused" where it applies, else streams when B times the number of candidates is at least 2**22. Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.
         product_precision: default ``'input'``. For float16 and bfloat16 embeddings: ``"input"`` runs the matrix products in the inputs' precision with float32 accumulation (and a float32 result where the framework offers one: JAX everywhere, torch on CUDA; torch on the CPU and TensorFlow round bfloat16 products to bfloat16 and multiply float16 in float32, which cannot overflow); ``"float32"`` casts the embeddings to float32 first, as recloss did before. Everything after the products runs in float32 either way. No effect on float32/float64 inputs.
@@ -279,6 +309,56 @@ def info_nce_loss(
     References:
         - van den Oord et al., Representation learning with contrastive predictive coding, 2018
         - Radford et al., CLIP, 2021
+    """
+
+
+def multi_positive_softmax_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    mode: Literal['out', 'in'] = 'out',
+    mask: ArrayLike | None = None,
+    temperature: float | TensorLike = 1.0,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """Softmax cross-entropy of rows with several positives (labels > 0): each positive against the row's negatives (mode "out") or all positives together (mode "in").
+
+    Math:
+        s = logits / T;  V = the row's valid entries (mask), P = {c in V: labels_c > 0}, N = V \\ P;  mode
+        "out": l_i = sum_{p in P} -log(e^{s_p} / (e^{s_p} + sum_{n in N} e^{s_n})) = sum_{p in P}
+        softplus(logsumexp_N(s) - s_p);  mode "in": l_i = -log(sum_P e^{s_p} / sum_V e^{s_c}) =
+        softplus(logsumexp_N(s) - logsumexp_P(s));  l_i = 0 when P is empty (a row with no positive or no
+        valid entry)
+
+    Args:
+        logits: ``[B, L]`` float. Score of each candidate of each row (e.g. a [B, N] block of query-item scores).
+        labels: ``[B, L]`` float. Relevance >= 0: the candidates with labels > 0 are the row's positives, the others its negatives (only the sign matters). A constant: no gradient flows to it. Entries where `mask` is False may hold anything.
+        mask: ``[B, L]`` bool, optional. True = a real candidate, False = padding: it contributes nothing to the value or any gradient, whatever `logits` and `labels` hold there. Default: every candidate is real.
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        mode: default ``'out'``. ``"out"``: each positive against the negatives alone, the other positives left out of its denominator, summed over the positives (RePlay's LogOutCE; rax's unique_softmax_loss on binary labels). ``"in"``: the positives' total probability, -log(sum_P softmax) (RePlay's LogInCE; SupCon's L_in minus log |P|). SupCon's L_out keeps the other positives in each denominator: it is listwise_softmax_loss with labels 1 / |P| on the positives.
+        temperature: default ``1.0``. Softmax temperature ``T > 0``; logits are divided by it. A number or a 0-d tensor.
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
+
+    Example:
+        >>> loss = recloss.multi_positive_softmax_loss(query @ items.T, labels, mode="out", temperature=0.05)
+
+    References:
+        - RePlay, replay/nn/loss: LogOutCE and LogInCE
+        - Zhu and Klabjan, Listwise learning to rank by exploring unique ratings (rax.unique_softmax_loss), WSDM 2020
+        - Khosla et al., Supervised contrastive learning (L_in), NeurIPS 2020
     """
 
 
@@ -400,6 +480,54 @@ def triplet_margin_loss(
     References:
         - Schroff et al., FaceNet, CVPR 2015
         - GraphLearn, nn/tf/loss.py (L1 and squared L2)
+    """
+
+
+def gbce_loss(
+    pos_logit: ArrayLike,
+    neg_logit: ArrayLike,
+    *,
+    num_items: int,
+    t: float = 0.75,
+    neg_mask: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    backend: str | None = None,
+) -> Tensor:
+    """gSASRec's generalised binary cross-entropy (gBCE): one positive and K sampled negatives per row, the positive's probability raised to the power beta, which undoes the overconfidence that negative sampling causes.
+
+    Math:
+        alpha = K / (num_items - 1);  beta = alpha (t (1 - 1 / alpha) + 1 / alpha) = 1 - t (1 - alpha);  l_i
+        = (beta softplus(-pos_i) + sum_{k kept} softplus(neg_ik)) / (1 + K_i),  K_i = the row's kept
+        negatives (K without neg_mask): -log(sigmoid(pos)^beta) and -log(1 - sigmoid(neg)) averaged over the
+        row's elements, as gSASRec-pytorch averages them
+
+    Args:
+        pos_logit: ``[B]`` float. Logit of each row's positive item.
+        neg_logit: ``[B, K]`` float. Logits of each row's K sampled negatives.
+        neg_mask: ``[B, K]`` bool, optional. True keeps a negative, False removes it exactly (no contribution to value or gradient; the row's mean is over its kept elements).
+        sample_weight: ``[B]`` float, optional. Row weights ``w_i >= 0`` (default 1).
+        num_items: required. The number of items the negatives are sampled from (an integer >= 2): alpha = K / (num_items - 1) is the sampling rate. gSASRec-pytorch's training script passes its catalogue size minus one here: pass the same value to match it.
+        t: default ``0.75``. Calibration ``t`` in [0, 1]: 0 gives plain binary cross-entropy (beta = 1), 1 gives beta = alpha (gSASRec's default 0.75).
+        reduction: default ``'mean'``. ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` (0 when the weights sum to 0); ``"sum"``: ``sum_i w_i l_i``; ``"none"``: the ``[B]`` vector ``w_i l_i``.
+        backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, value only); default: the tensors' framework.
+
+    Returns:
+        The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
+
+    Raises:
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
+
+    Example:
+        >>> loss = recloss.gbce_loss(pos_logit, neg_logit, num_items=3416, t=0.75)
+
+    References:
+        - Petrov and Macdonald, gSASRec: reducing overconfidence in sequential recommendation trained with negative sampling, RecSys 2023
+        - gSASRec-pytorch, train_gsasrec.py (the gBCE transform of the positive logit)
     """
 
 
@@ -761,9 +889,11 @@ __all__ = [
     'softmax_loss',
     'sampled_softmax_loss',
     'info_nce_loss',
+    'multi_positive_softmax_loss',
     'bpr_loss',
     'hinge_loss',
     'triplet_margin_loss',
+    'gbce_loss',
     'listwise_softmax_loss',
     'poly1_softmax_loss',
     'listmle_loss',

@@ -14,7 +14,7 @@ import numpy as np
 
 from recloss._convert import convert_numpy
 from recloss._dispatch import load_backend, resolve_backend
-from recloss._spec import LossSpec
+from recloss._spec import LossSpec, Option
 from recloss._validate import is_tensor_like, validate
 
 Tensor = Any  #: a tf.Tensor, torch.Tensor, jax.Array or np.ndarray
@@ -62,7 +62,7 @@ def _docstring(spec: LossSpec) -> str:
         optional = "" if arg.required else ", optional"
         lines.append(f"    {arg.name}: ``{arg.shape_text}`` {arg.kind}{optional}. {arg.doc}")
     for option in spec.options:
-        lines.append(f"    {option.name}: default ``{option.default!r}``. {option.doc}")
+        lines.append(f"    {option.name}: {option_default_text(option)}. {option.doc}")
     lines.append('    backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, '
                  "value only); default: the tensors' framework.")
     lines += ["", "Returns:", f"    {spec.returns}", "", "Raises:", *RAISES]
@@ -73,6 +73,11 @@ def _docstring(spec: LossSpec) -> str:
     if spec.notes:
         lines += ["", spec.notes]
     return "\n".join(lines)
+
+
+def option_default_text(option: Option) -> str:
+    """``default ``1.0````, or ``required`` for an option without a default (docstrings)."""
+    return "required" if option.required else f"default ``{option.default!r}``"
 
 
 def build(spec: LossSpec) -> Callable[..., Any]:
@@ -110,4 +115,4 @@ def _parameter(spec: LossSpec, name: str, annotations: dict[str, Any]) -> str:
         return name if arg.required else f"{name}=None"
     option = spec.option(name)
     annotations[name] = option.annotation + (" | Tensor" if option.tensor_ok else "")
-    return f"{name}={option.default!r}"
+    return name if option.required else f"{name}={option.default!r}"

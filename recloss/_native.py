@@ -8,8 +8,9 @@ are generated from the same description and a new loss, or a new option such as 
 
 Keras forms of a spec:
 
-* ``"ranking"``: tensors ``scores`` ``[B, L]``, ``labels`` ``[B, L]``, optional ``mask`` ``[B, L]`` (bool) and
-  ``sample_weight`` ``[B]``: ``y_pred`` is ``scores``, ``y_true`` is ``labels`` or ``{"labels", "mask"}``.
+* ``"ranking"``: tensors ``scores`` (or ``logits``) ``[B, L]``, ``labels`` ``[B, L]``, optional ``mask`` ``[B, L]``
+  (bool) and ``sample_weight`` ``[B]``: ``y_pred`` is ``scores``, ``y_true`` is ``labels`` or
+  ``{"labels", "mask"}``.
 * ``"block"``: ``pos_logit`` ``[B]`` and ``neg_logit`` ``[B, K]`` (optional ``neg_mask`` ``[B, K]``):
   ``y_pred`` is the ``[B, 1 + K]`` score block with the positive in column 0.
 """
@@ -27,7 +28,8 @@ _REQUIRED = object()
 
 #: Words written in capitals in class names: ``bpr_loss`` -> ``BPRLoss``, ``info_nce_loss`` -> ``InfoNCELoss``,
 #: ``listmle_loss`` -> ``ListMLELoss`` (keras-rs's and TF-Ranking's name).
-ACRONYMS = {"bpr": "BPR", "nce": "NCE", "ndcg": "NDCG", "mrr": "MRR", "ap": "AP", "map": "MAP", "listmle": "ListMLE"}
+ACRONYMS = {"bpr": "BPR", "nce": "NCE", "ndcg": "NDCG", "mrr": "MRR", "ap": "AP", "map": "MAP", "dcg": "DCG",
+            "gbce": "GBCE", "listmle": "ListMLE"}
 
 #: Earlier class names, kept as aliases of the current ones (old name -> current name).
 CLASS_ALIASES = {"ListmleLoss": "ListMLELoss"}
@@ -115,8 +117,14 @@ def option_annotation(option: Option, tensor_ok: bool = True) -> str:
     return text + (" | TensorLike" if option.tensor_ok and tensor_ok else "")
 
 
+def option_default(option: Option) -> Any:
+    """An option's default as a :class:`Param` default (``_REQUIRED`` for an option without one)."""
+    return _REQUIRED if option.required else option.default
+
+
 def option_params(spec: LossSpec, skip: tuple[str, ...] = (), tensor_ok: bool = True) -> list[Param]:
-    return [Param(o.name, option_annotation(o, tensor_ok), o.default) for o in spec.options if o.name not in skip]
+    return [Param(o.name, option_annotation(o, tensor_ok), option_default(o)) for o in spec.options
+            if o.name not in skip]
 
 
 def tensor_params(spec: LossSpec, tensor_type: str) -> list[Param]:
@@ -157,6 +165,11 @@ def torch_init_params(spec: LossSpec) -> list[Param]:
     return option_params(spec) + ([TORCH_LEARN_TEMPERATURE] if has_temperature(spec) else [])
 
 
+def torch_metric_init_params(spec: LossSpec) -> list[Param]:
+    """A metric's options but ``reduction``, then ``process_group``."""
+    return option_params(spec, skip=("reduction",)) + [Param("process_group", "Any", None)]
+
+
 def torch_forward_params(spec: LossSpec) -> list[Param]:
     return tensor_params(spec, "torch.Tensor")
 
@@ -174,8 +187,10 @@ def keras_form(spec: LossSpec) -> str | None:
     names = set(spec.tensor_names)
     required = {a.name for a in spec.args if a.required}
     optional_ok = all(_shapes(spec, n) == (("B",),) for n in names & {"sample_weight"})
-    if ({"scores", "labels"} == required and names <= {"scores", "labels", "mask", "sample_weight"}
-            and ("B", "L") in _shapes(spec, "scores") and ("B", "L") in _shapes(spec, "labels")
+    scores = keras_scores_name(spec)
+    if (scores is not None and {scores, "labels"} == required
+            and names <= {scores, "labels", "mask", "sample_weight"}
+            and ("B", "L") in _shapes(spec, scores) and ("B", "L") in _shapes(spec, "labels")
             and ("mask" not in names or (("B", "L") in _shapes(spec, "mask") and spec.arg("mask").kind == BOOL))
             and optional_ok):
         return "ranking"
@@ -185,6 +200,12 @@ def keras_form(spec: LossSpec) -> str | None:
             and ("neg_mask" not in names or spec.arg("neg_mask").kind == BOOL) and optional_ok):
         return "block"
     return None
+
+
+def keras_scores_name(spec: LossSpec) -> str | None:
+    """The tensor that ``y_pred`` feeds in the ``"ranking"`` form: ``scores`` (the ranking losses) or ``logits``
+    (``multi_positive_softmax_loss``)."""
+    return next((name for name in ("scores", "logits") if name in spec.tensor_names), None)
 
 
 def keras_mask_name(spec: LossSpec) -> str | None:
@@ -200,6 +221,35 @@ def keras_loss_init_params(spec: LossSpec) -> list[Param]:
     return option_params(spec, skip=("reduction",), tensor_ok=False) + [
         Param("reduction", reductions, "sum_over_batch_size"), Param("name", "str | None", None),
         Param("dtype", "Any", None)]
+
+
+def keras_metric_init_params(spec: LossSpec) -> list[Param]:
+    """A metric's options but ``reduction`` (a metric object averages lists), then Keras' ``name`` and ``dtype``."""
+    return option_params(spec, skip=("reduction",), tensor_ok=False) + [
+        Param("name", "str | None", None), Param("dtype", "Any", None)]
+
+
+def metric_params(spec: LossSpec) -> list[Param]:
+    """The tensors of a metric's update (``scores``, ``labels`` positional, then ``mask`` and ``sample_weight``)."""
+    return tensor_params(spec, "Any")
+
+
+def call_params(spec: LossSpec, tensor_type: str, skip: tuple[str, ...] = ()) -> list[Param]:
+    """The public function's parameters in its order (positional tensors, then the keyword-only ones), without
+    ``skip`` and ``backend``."""
+    params = []
+    for position, name in enumerate((*spec.positional, *spec.keyword_order)):
+        if name in skip:
+            continue
+        keyword_only = position >= len(spec.positional)
+        if name in spec.tensor_names:
+            arg = spec.arg(name)
+            params.append(Param(name, tensor_type if arg.required else f"{tensor_type} | None",
+                                _REQUIRED if arg.required else None, keyword_only=keyword_only))
+        else:
+            option = spec.option(name)
+            params.append(Param(name, option_annotation(option), option_default(option), keyword_only=keyword_only))
+    return params
 
 
 def retrieval_init_params(spec: LossSpec) -> list[Param]:

@@ -108,14 +108,28 @@ def tensor(name: str, *shapes: str, kind: str = FLOAT, required: bool = True, do
                masked_by=masked_by, constant=constant)
 
 
+class _Required:
+    """The default of an option the caller must give (a keyword-only parameter without a default)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: ``Option(default=REQUIRED)``: the option has no default; every call (and every spec case) must give it.
+REQUIRED: Any = _Required()
+
+
 @dataclass(frozen=True)
 class Option:
     """A non-tensor option.
 
-    ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"choice"`` (one of ``choices``, which
+    ``rule`` is one of ``"positive"`` (finite and > 0), ``"finite"``, ``"nonnegative"`` (finite and >= 0),
+    ``"fraction"`` (finite, in [0, 1)), ``"unit"`` (finite, in [0, 1]), ``"choice"`` (one of ``choices``, which
     may include None), ``"bool"``, ``"optional_bool"`` (True, False or None), ``"optional_count"`` (None or an
-    int >= 1), ``"gather"`` (None, a bool, a mesh axis name or names, or a ``torch.distributed.ProcessGroup``).
-    ``tensor_ok`` lets a 0-d floating tensor stand for a number (a learnable temperature).
+    int >= 1), ``"item_count"`` (an int >= 2), ``"gather"`` (None, a bool, a mesh axis name or names, or a
+    ``torch.distributed.ProcessGroup``). ``tensor_ok`` lets a 0-d floating tensor stand for a number (a learnable
+    temperature). ``default=REQUIRED``: the caller must give the option (a keyword-only parameter without a
+    default).
     """
 
     name: str
@@ -125,6 +139,10 @@ class Option:
     doc: str = ""
     tensor_ok: bool = False
     annotation: str = "float"
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 functions and classes that :mod:`recloss._api`, :mod:`recloss.torch` and :mod:`recloss.keras` generate at
 import time (a misspelt option or a wrong type is then reported before the code runs).
 
-``python -m recloss._stubs`` rewrites ``recloss/__init__.pyi``, ``recloss/torch.pyi`` and ``recloss/keras.pyi``;
+``python -m recloss._stubs`` rewrites ``recloss/__init__.pyi``, ``recloss/torch.pyi``, ``recloss/keras.pyi`` and the
+metric objects' ``recloss/{torch,keras,jax}_metrics.pyi``;
 ``python -m recloss._stubs --check`` only reports which differ (``tests/test_typing.py`` runs the check). Run it
 after adding a loss or an option. No framework is imported.
 """
@@ -17,7 +18,7 @@ from recloss import _native, _sampling_native
 from recloss._api import _docstring as function_docstring
 from recloss._native import Param
 from recloss._spec import LossSpec
-from recloss.losses import CATALOGUE
+from recloss.losses import CATALOGUE, METRICS
 
 PACKAGE = Path(__file__).resolve().parent
 HEADER = "# Generated from the catalogue by `python -m recloss._stubs`; do not edit.\n"
@@ -53,17 +54,7 @@ def _all(names: list[str]) -> str:
 
 def function_params(spec: LossSpec) -> list[Param]:
     """The public function's parameters, in :func:`recloss._api.build`'s order."""
-    params = []
-    for position, name in enumerate((*spec.positional, *spec.keyword_order)):
-        keyword_only = position >= len(spec.positional)
-        if name in spec.tensor_names:
-            arg = spec.arg(name)
-            params.append(Param(name, "ArrayLike" if arg.required else "ArrayLike | None",
-                                _native._REQUIRED if arg.required else None, keyword_only=keyword_only))
-        else:
-            option = spec.option(name)
-            params.append(Param(name, _native.option_annotation(option), option.default, keyword_only=keyword_only))
-    return params + [Param("backend", "str | None", None)]
+    return _native.call_params(spec, "ArrayLike") + [Param("backend", "str | None", None)]
 
 
 def render_init() -> str:
@@ -126,8 +117,9 @@ def render_torch() -> str:
     sampling = _sampling_native.torch_classes()
     classes += [_sampling_class(name, "torch.nn.Module", *parts) for name, parts in sampling.items()]
     classes.append(_aliases())
-    names = ["LossModule", *sorted(_native.class_name(s.name) for s in CATALOGUE.values()), *sampling]
+    names = ["LossModule", "metrics", *sorted(_native.class_name(s.name) for s in CATALOGUE.values()), *sampling]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\nimport torch\n\n"
+            "from recloss import torch_metrics as metrics\n"
             "from recloss._spec import LossSpec\nfrom recloss._typing import TensorLike\n"
             + _sampling_native.STUB_IMPORT + "\n\n"
             "class LossModule(torch.nn.Module):\n"
@@ -161,10 +153,11 @@ def render_keras() -> str:
     sampling = _sampling_native.keras_classes()
     classes += [_sampling_class(name, "keras.layers.Layer", *parts) for name, parts in sampling.items()]
     classes.append(_aliases())
-    names = ["Retrieval", "ReclossLoss", "loss_class",
+    names = ["Retrieval", "ReclossLoss", "loss_class", "metrics",
              *sorted(_native.class_name(s.name) for s in CATALOGUE.values() if _native.keras_form(s)), *sampling]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\n"
             "import keras  # type: ignore[import-untyped]\n\n"
+            "from recloss import keras_metrics as metrics\n"
             "from recloss._spec import LossSpec\n" + _sampling_native.STUB_IMPORT + "\n\n"
             "class Retrieval(keras.layers.Layer):\n"
             + _doc("Retrieval task layer on :func:`recloss.sampled_softmax_loss`.", "    ")
@@ -195,10 +188,78 @@ def _sampling_class(name: str, base: str, doc: str, attributes: list[str],
             + "".join(_def(m.name, m.params, m.returns, None, "    ", first="self") for m in methods))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The metric objects: recloss/keras_metrics.pyi, recloss/torch_metrics.pyi, recloss/jax_metrics.pyi
+
+
+def render_keras_metrics() -> str:
+    classes = []
+    for spec in METRICS.values():
+        name = _native.class_name(spec.name)
+        classes.append(f"class {name}(ReclossMetric):\n"
+                       + _doc(f"The ``keras.metrics.Metric`` form of :func:`recloss.metrics.{spec.name}`: "
+                              f"{spec.summary}", "    ")
+                       + _def("__init__", _native.keras_metric_init_params(spec), "None", None, "    ", first="self"))
+    names = ["ReclossMetric", "metric_class", *[_native.class_name(s.name) for s in METRICS.values()]]
+    return (HEADER + "\nfrom typing import Any, Callable, ClassVar\n\n"
+            "import keras  # type: ignore[import-untyped]\n\n"
+            "from recloss._spec import LossSpec\n\n\n"
+            "class ReclossMetric(keras.metrics.Mean):\n"
+            "    spec: ClassVar[LossSpec]\n"
+            "    function: ClassVar[Callable[..., Any]]\n"
+            "    options: dict[str, Any]\n"
+            "    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any: ...\n"
+            "    def result(self) -> Any: ...\n"
+            "    def reset_state(self) -> None: ...\n"
+            "    def get_config(self) -> dict[str, Any]: ...\n\n\n"
+            "def metric_class(spec: LossSpec, function: Callable[..., Any]) -> type[ReclossMetric]: ...\n\n\n"
+            + "\n\n".join(classes) + "\n\n" + _all(names))
+
+
+def render_torch_metrics() -> str:
+    classes = []
+    for spec in METRICS.values():
+        name = _native.class_name(spec.name)
+        params = _native.call_params(spec, "torch.Tensor", skip=("reduction", *[o.name for o in spec.options]))
+        classes.append(f"class {name}(MetricModule):\n"
+                       + _doc(f"The accumulating form of :func:`recloss.metrics.{spec.name}`: {spec.summary}", "    ")
+                       + _def("__init__", _native.torch_metric_init_params(spec), "None", None, "    ", first="self")
+                       + _def("update", params, "None", None, "    ", first="self")
+                       + _def("forward", params, "torch.Tensor", None, "    ", first="self")
+                       + _def("__call__", params, "torch.Tensor", None, "    ", first="self"))
+    names = ["MetricModule", "metric_class", *[_native.class_name(s.name) for s in METRICS.values()]]
+    return (HEADER + "\nfrom typing import Any, Callable, ClassVar\n\nimport torch\n\n"
+            "from recloss._spec import LossSpec\n\n\n"
+            "class MetricModule(torch.nn.Module):\n"
+            "    spec: ClassVar[LossSpec]\n"
+            "    function: ClassVar[Callable[..., Any]]\n"
+            "    options: dict[str, Any]\n"
+            "    process_group: Any\n"
+            "    total: torch.Tensor\n"
+            "    count: torch.Tensor\n"
+            "    def compute(self) -> torch.Tensor: ...\n"
+            "    def reset(self) -> None: ...\n\n\n"
+            "def metric_class(spec: LossSpec, function: Callable[..., Any]) -> type[MetricModule]: ...\n\n\n"
+            + "\n\n".join(classes) + "\n\n" + _all(names))
+
+
+def render_jax_metrics() -> str:
+    functions = [_def(spec.name, _native.call_params(spec, "ArrayLike", skip=("reduction",)), "tuple[Any, Any]",
+                      f"``(sum_i w_i m_i, sum_i w_i)`` of :func:`recloss.metrics.{spec.name}`: {spec.summary}")
+                 for spec in METRICS.values()]
+    names = ["mean", "metric_function", *METRICS]
+    return (HEADER + "\nfrom typing import Any, Callable, Literal\n\n"
+            "from recloss._spec import LossSpec\nfrom recloss._typing import ArrayLike\n\n\n"
+            "def mean(total: Any, count: Any) -> Any: ...\n\n\n"
+            "def metric_function(spec: LossSpec, function: Callable[..., Any]) -> Callable[..., Any]: ...\n\n\n"
+            + "\n\n".join(functions) + "\n\n" + _all(names))
+
+
 def render() -> dict[Path, str]:
     """Every stub file and its text."""
     return {PACKAGE / "__init__.pyi": render_init(), PACKAGE / "torch.pyi": render_torch(),
-            PACKAGE / "keras.pyi": render_keras()}
+            PACKAGE / "keras.pyi": render_keras(), PACKAGE / "keras_metrics.pyi": render_keras_metrics(),
+            PACKAGE / "torch_metrics.pyi": render_torch_metrics(), PACKAGE / "jax_metrics.pyi": render_jax_metrics()}
 
 
 def stale() -> list[Path]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from recloss._spec import (BOOL, FLOAT, FLOAT_DTYPES, INT, INT_DTYPES, Bound, LossSpec, Option,
+from recloss._spec import (BOOL, FLOAT, FLOAT_DTYPES, INT, INT_DTYPES, REQUIRED, Bound, LossSpec, Option,
                            common_int_dtype, format_shape, kind_of_dtype)
 from recloss.errors import DTypeError, OptionError, ShapeError
 
@@ -59,8 +59,10 @@ def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any]
     """Raise :class:`OptionError` if ``value`` breaks the option's rule."""
     rule = option.rule
     name = f"{loss}: `{option.name}`"
-    if rule in ("positive", "finite"):
-        expected = "a finite number > 0" if rule == "positive" else "a finite number"
+    if value is REQUIRED:
+        raise OptionError(f"{name} is required (it has no default); got none")
+    if rule in NUMBER_RULES:
+        expected = NUMBER_RULES[rule]
         if option.tensor_ok and is_tensor_like(value):
             if shape_of(value) != () or kind_of_dtype(dtype_name(value.dtype)) != FLOAT:
                 raise OptionError(f"{name} must be {expected} or a 0-d floating tensor; got {_describe(value)}")
@@ -73,7 +75,7 @@ def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any]
             value = float(value)
         if not is_number(value):
             raise OptionError(f"{name} must be {expected}; got {_describe(value)}")
-        if not math.isfinite(value) or (rule == "positive" and value <= 0):
+        if not math.isfinite(value) or not _in_range(rule, value):
             raise OptionError(f"{name} must be {expected}; got {value!r}")
     elif rule == "choice":
         if not (isinstance(value, str) or value is None) or value not in option.choices:
@@ -89,12 +91,33 @@ def check_option(loss: str, option: Option, value: Any, concrete: Callable[[Any]
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
                                   or value < 1):
             raise OptionError(f"{name} must be None or an integer >= 1; got {value!r}")
+    elif rule == "item_count":
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < 2:
+            raise OptionError(f"{name} must be an integer >= 2; got {value!r}")
     elif rule == "gather":
         if not is_gather_value(value):
             raise OptionError(f"{name} must be None, False, True, a mesh axis name (a str or a tuple of str) or a "
                               f"torch.distributed.ProcessGroup; got {_describe(value)}")
     else:  # pragma: no cover - a bad spec, caught by the catalogue tests
         raise AssertionError(f"unknown option rule {rule!r}")
+
+
+#: The number rules and how their errors state them.
+NUMBER_RULES = {"positive": "a finite number > 0", "finite": "a finite number",
+                 "nonnegative": "a finite number >= 0", "fraction": "a finite number in [0, 1)",
+                 "unit": "a finite number in [0, 1]"}
+
+
+def _in_range(rule: str, value: float) -> bool:
+    if rule == "positive":
+        return value > 0
+    if rule == "nonnegative":
+        return value >= 0
+    if rule == "fraction":
+        return 0 <= value < 1
+    if rule == "unit":
+        return 0 <= value <= 1
+    return True
 
 
 def is_gather_value(value: Any) -> bool:

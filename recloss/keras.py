@@ -5,10 +5,13 @@
   and the per-call tensors (sampled negatives, logQ, ids, row weights) to the call, which returns the loss;
   use it from ``Model.compute_loss`` or with ``add_loss``.
 * One ``keras.losses.Loss`` per loss whose Keras form is ``(y_true=labels, y_pred=scores)``, generated from the
-  catalogue: the ranking losses (``y_pred`` = ``scores`` ``[B, L]``, ``y_true`` = ``labels`` ``[B, L]`` or
-  ``{"labels": labels, "mask": mask}``) and the losses over a ``[B, 1 + K]`` score block with the positive in
-  column 0 (``SoftmaxLoss``, ``SigmoidCrossEntropyLoss``, ``BPRLoss``, ``HingeLoss``). Keras reduces them:
-  the ``reduction`` strings and ``sample_weight`` of ``keras.losses.Loss`` apply as to any Keras loss.
+  catalogue: the ranking losses and ``MultiPositiveSoftmaxLoss`` (``y_pred`` = the scores or logits ``[B, L]``,
+  ``y_true`` = ``labels`` ``[B, L]`` or ``{"labels": labels, "mask": mask}``) and the losses over a ``[B, 1 + K]``
+  score block with the positive in column 0 (``SoftmaxLoss``, ``SigmoidCrossEntropyLoss``, ``BPRLoss``,
+  ``HingeLoss``, ``GBCELoss``). Keras reduces them: the ``reduction`` strings and ``sample_weight`` of
+  ``keras.losses.Loss`` apply as to any Keras loss.
+* :mod:`recloss.keras.metrics`: the retrieval metrics as ``keras.metrics.Metric`` objects that accumulate over
+  batches (and replicas), for ``model.compile(metrics=...)``.
 
 Every class is registered for serialisation (``get_config`` / ``from_config``, package ``"recloss"``).
 Importing this module imports Keras (and its backend); ``import recloss`` does not.
@@ -26,6 +29,7 @@ from keras import ops
 import recloss
 from recloss import _native
 from recloss._dispatch import framework_of, load_backend
+from recloss._api import option_default_text
 from recloss._spec import LossSpec
 from recloss.errors import OptionError, ReclossError, ShapeError
 from recloss.losses import CATALOGUE
@@ -197,20 +201,13 @@ class ReclossLoss(keras.losses.Loss):
         self._dtype = _at_least_float32(self._dtype)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        labels, mask = self._split(y_true)
-        if tuple(labels.shape) != tuple(y_pred.shape) and None not in (*labels.shape, *y_pred.shape):
-            raise ShapeError(f"{type(self).__name__}: `y_true` (labels) must have the shape of `y_pred` "
-                             f"{_y_pred_shape(self.form)}; got labels {tuple(labels.shape)} and y_pred "
-                             f"{tuple(y_pred.shape)}")
+        labels, mask = split_y_true(type(self).__name__, self.spec, y_true)
+        check_labels_shape(type(self).__name__, labels, y_pred, _y_pred_shape(self.form))
         if _native.keras_mask_name(self.spec) is not None:
-            # As in keras-rs and TF-Ranking, an entry labelled < 0 is padding: `compile(loss=...)` pairs a
-            # dict `y` with a single output and refuses it, so the labels carry the mask there.
-            valid = ops.greater_equal(labels, 0)
-            mask = valid if mask is None else ops.logical_and(ops.cast(mask, "bool"), valid)
-            labels = ops.where(valid, labels, ops.zeros_like(labels))
+            labels, mask = padding_from_labels(labels, mask)
         function = type(self).function
         if self.form == "ranking":
-            tensors = {"scores": y_pred, "labels": labels}
+            tensors = {_native.keras_scores_name(self.spec): y_pred, "labels": labels}
             if mask is not None:
                 tensors["mask"] = mask
             return function(**tensors, reduction="none", **self.options)
@@ -224,22 +221,38 @@ class ReclossLoss(keras.losses.Loss):
         rows = function(**tensors, reduction="none", **self.options)
         return rows if mask is None else ops.where(mask[:, 0], rows, ops.zeros_like(rows))
 
-    def _split(self, y_true: Any) -> tuple[Any, Any]:
-        if not isinstance(y_true, Mapping):
-            return y_true, None
-        unknown = sorted(set(y_true) - {"labels", "mask"})
-        if "labels" not in y_true or unknown:
-            raise ReclossError(f"{type(self).__name__}: `y_true` must be the labels or a dict with the key "
-                               f"'labels' and optionally 'mask'; got a dict with keys {sorted(y_true)}")
-        mask = y_true.get("mask")
-        if mask is not None and _native.keras_mask_name(self.spec) is None:
-            raise ReclossError(f"{type(self).__name__}: `y_true` has a 'mask', but {self.spec.name} cannot "
-                               "remove single candidates (it has no `neg_mask`); drop the mask or use "
-                               "`sample_weight` to remove whole rows")
-        return y_true["labels"], mask
-
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dtype": self._requested_dtype, **self.options}
+
+
+def split_y_true(owner: str, spec: LossSpec, y_true: Any) -> tuple[Any, Any]:
+    """``(labels, mask or None)`` from ``y_true``: the labels, or ``{"labels": ..., "mask": ...}``."""
+    if not isinstance(y_true, Mapping):
+        return y_true, None
+    unknown = sorted(set(y_true) - {"labels", "mask"})
+    if "labels" not in y_true or unknown:
+        raise ReclossError(f"{owner}: `y_true` must be the labels or a dict with the key 'labels' and optionally "
+                           f"'mask'; got a dict with keys {sorted(y_true)}")
+    mask = y_true.get("mask")
+    if mask is not None and _native.keras_mask_name(spec) is None:
+        raise ReclossError(f"{owner}: `y_true` has a 'mask', but {spec.name} cannot remove single candidates (it "
+                           "has no `neg_mask`); drop the mask or use `sample_weight` to remove whole rows")
+    return y_true["labels"], mask
+
+
+def check_labels_shape(owner: str, labels: Any, y_pred: Any, expected: str) -> None:
+    if tuple(labels.shape) != tuple(y_pred.shape) and None not in (*labels.shape, *y_pred.shape):
+        raise ShapeError(f"{owner}: `y_true` (labels) must have the shape of `y_pred` {expected}; got labels "
+                         f"{tuple(labels.shape)} and y_pred {tuple(y_pred.shape)}")
+
+
+def padding_from_labels(labels: Any, mask: Any) -> tuple[Any, Any]:
+    """As in keras-rs and TF-Ranking, an entry labelled < 0 is padding: ``compile(loss=...)`` pairs a dict ``y``
+    with a single output and refuses it, so the labels carry the mask there. ``(labels with padding at 0,
+    mask)``."""
+    valid = ops.greater_equal(labels, 0)
+    mask = valid if mask is None else ops.logical_and(ops.cast(mask, "bool"), valid)
+    return ops.where(valid, labels, ops.zeros_like(labels)), mask
 
 
 def _y_pred_shape(form: str) -> str:
@@ -267,7 +280,7 @@ def _loss_docstring(spec: LossSpec, form: str) -> str:
             shapes[1] += f"; only their shape is read ({spec.name} has no mask: every column 1..K is a negative)."
     lines = [spec.summary, "", f"The ``keras.losses.Loss`` form of ``recloss.{spec.name}`` (its docstring "
              "has the math and the options).", "", "Math:", f"    {spec.math}", "", "Args:"]
-    lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options if o.name != "reduction"]
+    lines += [f"    {o.name}: {option_default_text(o)}. {o.doc}" for o in spec.options if o.name != "reduction"]
     lines += ['    reduction: as every Keras loss: "sum_over_batch_size" (default; = "mean"), "sum", '
               '"mean_with_sample_weight" or "none"/None.', "    name: as every Keras loss.",
               "    dtype: as every Keras loss, except that a "
@@ -304,9 +317,11 @@ _LOSSES = {spec.name: loss_class(spec, getattr(recloss, spec.name))
 globals().update({cls.__name__: cls for cls in _LOSSES.values()})
 globals().update({old: globals()[current] for old, current in _native.CLASS_ALIASES.items()})  # earlier names
 
-__all__ = ["Retrieval", "ReclossLoss", "loss_class", *sorted(cls.__name__ for cls in _LOSSES.values())]
+__all__ = ["Retrieval", "ReclossLoss", "loss_class", "metrics", *sorted(cls.__name__ for cls in _LOSSES.values())]
 
 # The streaming frequency estimator and the negative queue (state in variables; not generated from the catalogue).
 from recloss._keras_sampling import FrequencyEstimator, NegativeQueue  # noqa: E402
 
 __all__ += ["FrequencyEstimator", "NegativeQueue"]
+
+from recloss import keras_metrics as metrics  # noqa: E402 - the metric objects (they use the helpers above)

@@ -4,6 +4,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 import keras  # type: ignore[import-untyped]
 
+from recloss import keras_metrics as metrics
 from recloss._spec import LossSpec
 from recloss.kernels.sampling import FrequencyState, Negatives, QueueState
 
@@ -19,6 +20,8 @@ class Retrieval(keras.layers.Layer):
         temperature: float = 1.0,
         in_batch: bool | None = None,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -37,6 +40,7 @@ class Retrieval(keras.layers.Layer):
         neg_log_q: Any | None = None,
         pos_ids: Any | None = None,
         neg_ids: Any | None = None,
+        query_ids: Any | None = None,
         sample_weight: Any | None = None,
         candidate_sampling_probability: Any | None = None,
         candidate_ids: Any | None = None,
@@ -51,6 +55,7 @@ class Retrieval(keras.layers.Layer):
         neg_log_q: Any | None = None,
         pos_ids: Any | None = None,
         neg_ids: Any | None = None,
+        query_ids: Any | None = None,
         sample_weight: Any | None = None,
         candidate_sampling_probability: Any | None = None,
         candidate_ids: Any | None = None,
@@ -92,6 +97,22 @@ class SoftmaxLoss(ReclossLoss):
         *,
         temperature: float = 1.0,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class MultiPositiveSoftmaxLoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.multi_positive_softmax_loss`: Softmax cross-entropy of rows with several positives (labels > 0): each positive against the row's negatives (mode "out") or all positives together (mode "in").
+    """
+    def __init__(
+        self,
+        *,
+        mode: Literal['out', 'in'] = 'out',
+        temperature: float = 1.0,
         reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
         name: str | None = None,
         dtype: Any = None,
@@ -117,6 +138,20 @@ class HingeLoss(ReclossLoss):
         self,
         *,
         margin: float = 1.0,
+        reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None: ...
+
+
+class GBCELoss(ReclossLoss):
+    """The ``keras.losses.Loss`` form of :func:`recloss.gbce_loss`: gSASRec's generalised binary cross-entropy (gBCE): one positive and K sampled negatives per row, the positive's probability raised to the power beta, which undoes the overconfidence that negative sampling causes.
+    """
+    def __init__(
+        self,
+        *,
+        num_items: int,
+        t: float = 0.75,
         reduction: Literal['sum_over_batch_size', 'sum', 'mean', 'mean_with_sample_weight', 'none'] | None = 'sum_over_batch_size',
         name: str | None = None,
         dtype: Any = None,
@@ -280,11 +315,14 @@ __all__ = [
     'Retrieval',
     'ReclossLoss',
     'loss_class',
+    'metrics',
     'ApproxNDCGLoss',
     'BPRLoss',
+    'GBCELoss',
     'HingeLoss',
     'ListMLELoss',
     'ListwiseSoftmaxLoss',
+    'MultiPositiveSoftmaxLoss',
     'PairwiseHingeLoss',
     'PairwiseLogisticLoss',
     'PairwiseSoftZeroOneLoss',

@@ -1,4 +1,5 @@
-"""Retrieval and ranking metrics on every backend: ``ndcg``, ``mrr``, ``recall``, ``precision``, ``hit_rate``.
+"""Retrieval and ranking metrics on every backend: ``ndcg``, ``mrr``, ``recall``, ``precision``, ``hit_rate``,
+``map`` (mean average precision) and ``dcg``.
 
 Each takes ``scores`` ``[B, L]`` and ``labels`` ``[B, L]`` of one framework (or NumPy with ``backend=``), a
 cutoff ``k``, an optional ``mask`` ``[B, L]``, ``sample_weight`` ``[B]`` and ``reduction``, and returns a tensor
@@ -30,5 +31,7 @@ mrr = _public("mrr")
 recall = _public("recall")
 precision = _public("precision")
 hit_rate = _public("hit_rate")
+map = _public("map")  # noqa: A001 - mean average precision, named as rax and TF-Ranking name it
+dcg = _public("dcg")
 
-__all__ = ["ndcg", "mrr", "recall", "precision", "hit_rate"]
+__all__ = ["ndcg", "mrr", "recall", "precision", "hit_rate", "map", "dcg"]

@@ -19,6 +19,9 @@ With ``gather`` the loss is the global one and each rank's gradient ``W`` times 
 right inside a DDP-wrapped model and outside one): every rank gets the one-process gradient and the ranks'
 temperatures stay equal.
 
+:mod:`recloss.torch.metrics` holds the retrieval metrics as objects with ``update`` / ``compute`` / ``reset`` that
+reduce across a process group.
+
 Importing this module imports PyTorch; ``import recloss`` does not.
 """
 
@@ -31,6 +34,7 @@ import torch
 
 import recloss
 from recloss import _native
+from recloss._api import option_default_text
 from recloss._spec import LossSpec
 from recloss._validate import gather_requested
 from recloss.losses import CATALOGUE
@@ -83,7 +87,7 @@ class LossModule(torch.nn.Module):
 def _docstring(spec: LossSpec) -> str:
     lines = [spec.summary, "", f"The ``torch.nn.Module`` form of ``recloss.{spec.name}`` (its docstring has "
              "the math and the shapes).", "", "Math:", f"    {spec.math}", "", "Args:"]
-    lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options]
+    lines += [f"    {o.name}: {option_default_text(o)}. {o.doc}" for o in spec.options]
     if _native.has_temperature(spec):
         lines.append("    learn_temperature: learn the temperature through ``logit_scale = log(1 / T)``, an "
                      "``nn.Parameter`` initialised from ``temperature``" + (
@@ -121,9 +125,11 @@ _CLASSES = {spec.name: module_class(spec, getattr(recloss, spec.name)) for spec 
 globals().update({cls.__name__: cls for cls in _CLASSES.values()})
 globals().update({old: globals()[current] for old, current in _native.CLASS_ALIASES.items()})  # earlier names
 
-__all__ = ["LossModule", *sorted(cls.__name__ for cls in _CLASSES.values())]
+__all__ = ["LossModule", "metrics", *sorted(cls.__name__ for cls in _CLASSES.values())]
 
 # The streaming frequency estimator and the negative queue (state in buffers; not generated from the catalogue).
 from recloss._torch_sampling import FrequencyEstimator, NegativeQueue  # noqa: E402
 
 __all__ += ["FrequencyEstimator", "NegativeQueue"]
+
+from recloss import torch_metrics as metrics  # noqa: E402 - the accumulating metric objects

@@ -4,6 +4,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
+from recloss import torch_metrics as metrics
 from recloss._spec import LossSpec
 from recloss._typing import TensorLike
 from recloss.kernels.sampling import FrequencyState, Negatives, QueueState
@@ -50,6 +51,8 @@ class UnsupervisedSoftmaxCrossEntropyLoss(LossModule):
         self,
         *,
         temperature: float | TensorLike = 1.0,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -83,6 +86,8 @@ class SoftmaxLoss(LossModule):
         *,
         temperature: float | TensorLike = 1.0,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         learn_temperature: bool = False,
     ) -> None: ...
@@ -117,6 +122,8 @@ class SampledSoftmaxLoss(LossModule):
         temperature: float | TensorLike = 1.0,
         in_batch: bool | None = None,
         num_hard_negatives: int | None = None,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -134,6 +141,7 @@ class SampledSoftmaxLoss(LossModule):
         neg_log_q: torch.Tensor | None = None,
         pos_ids: torch.Tensor | None = None,
         neg_ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
     def __call__(
@@ -146,6 +154,7 @@ class SampledSoftmaxLoss(LossModule):
         neg_log_q: torch.Tensor | None = None,
         pos_ids: torch.Tensor | None = None,
         neg_ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
@@ -159,6 +168,8 @@ class InfoNCELoss(LossModule):
         temperature: float | TensorLike = 0.07,
         symmetric: bool = False,
         normalize: bool = False,
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
         reduction: Literal['mean', 'sum', 'none'] = 'mean',
         implementation: Literal['auto', 'materialized', 'streaming', 'fused'] = 'auto',
         product_precision: Literal['input', 'float32'] = 'input',
@@ -171,6 +182,7 @@ class InfoNCELoss(LossModule):
         key_emb: torch.Tensor,
         *,
         ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
     def __call__(
@@ -179,6 +191,36 @@ class InfoNCELoss(LossModule):
         key_emb: torch.Tensor,
         *,
         ids: torch.Tensor | None = None,
+        query_ids: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class MultiPositiveSoftmaxLoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.multi_positive_softmax_loss`: Softmax cross-entropy of rows with several positives (labels > 0): each positive against the row's negatives (mode "out") or all positives together (mode "in").
+    """
+    def __init__(
+        self,
+        *,
+        mode: Literal['out', 'in'] = 'out',
+        temperature: float | TensorLike = 1.0,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+        learn_temperature: bool = False,
+    ) -> None: ...
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
@@ -247,6 +289,34 @@ class TripletMarginLoss(LossModule):
         pos_emb: torch.Tensor,
         neg_emb: torch.Tensor,
         *,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class GBCELoss(LossModule):
+    """The ``torch.nn.Module`` form of :func:`recloss.gbce_loss`: gSASRec's generalised binary cross-entropy (gBCE): one positive and K sampled negatives per row, the positive's probability raised to the power beta, which undoes the overconfidence that negative sampling causes.
+    """
+    def __init__(
+        self,
+        *,
+        num_items: int,
+        t: float = 0.75,
+        reduction: Literal['mean', 'sum', 'none'] = 'mean',
+    ) -> None: ...
+    def forward(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        neg_mask: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+    def __call__(
+        self,
+        pos_logit: torch.Tensor,
+        neg_logit: torch.Tensor,
+        *,
+        neg_mask: torch.Tensor | None = None,
         sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
@@ -530,12 +600,15 @@ ListmleLoss = ListMLELoss  # an earlier name
 
 __all__ = [
     'LossModule',
+    'metrics',
     'ApproxNDCGLoss',
     'BPRLoss',
+    'GBCELoss',
     'HingeLoss',
     'InfoNCELoss',
     'ListMLELoss',
     'ListwiseSoftmaxLoss',
+    'MultiPositiveSoftmaxLoss',
     'PairwiseHingeLoss',
     'PairwiseLogisticLoss',
     'PairwiseSoftZeroOneLoss',

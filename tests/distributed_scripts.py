@@ -118,7 +118,48 @@ def ddp(rank: int, init: str) -> None:
     mean = recloss.info_nce_loss(poisoned[rows], k.detach()[rows], gather=True)
     rows_none = recloss.info_nce_loss(poisoned[rows], k.detach()[rows], gather=True, reduction="none")
     assert bool(torch.isnan(mean)) and bool(torch.isnan(rows_none).all()), f"rank {rank}: NaN did not propagate"
+    _metric_objects(rank)
     dist.destroy_process_group()
+
+
+def _metric_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Lists of the metric checks: scores, graded labels, a padding mask and list weights (two batches)."""
+    rng = np.random.default_rng(5)
+    rows = 2 * sum(BATCH)
+    scores = rng.normal(size=(rows, 6))
+    labels = rng.integers(0, 3, size=(rows, 6)).astype(np.float64)
+    labels[3] = 0.0
+    mask = rng.random((rows, 6)) < 0.8
+    return scores, labels, mask, rng.uniform(0.0, 2.0, rows)
+
+
+def _metric_objects(rank: int) -> None:
+    """``recloss.torch.metrics``: each rank updates with its own lists (two batches of 4 and 3 rows): compute()
+    on every rank equals one process over every list; ``process_group=False`` keeps the rank's own lists."""
+    import torch
+
+    import recloss
+    import recloss.torch
+    from recloss._native import class_name
+
+    scores, labels, mask, weight = (torch.tensor(x) for x in _metric_data())
+    mine = [_rows(BATCH, rank), slice(sum(BATCH) + _rows(BATCH, rank).start, sum(BATCH) + _rows(BATCH, rank).stop)]
+    for name, k in (("ndcg", 3), ("map", None), ("dcg", 4), ("mrr", None), ("recall", 2), ("precision", 2),
+                    ("hit_rate", 1)):
+        cls = getattr(recloss.torch.metrics, class_name(name))
+        shared, own = cls(k=k), cls(k=k, process_group=False)
+        for rows in mine:
+            for metric in (shared, own):
+                metric.update(scores[rows], labels[rows], mask=mask[rows], sample_weight=weight[rows])
+        function = getattr(recloss.metrics, name)
+        want = function(scores.numpy(), labels.numpy(), k=k, mask=mask.numpy(), sample_weight=weight.numpy(),
+                        backend="numpy")
+        _close(shared.compute(), want, f"{name} over 2 ranks")
+        local = np.concatenate([np.arange(sum(BATCH) * 2)[rows] for rows in mine])
+        _close(own.compute(), function(scores.numpy()[local], labels.numpy()[local], k=k, mask=mask.numpy()[local],
+                                       sample_weight=weight.numpy()[local], backend="numpy"), f"{name} on one rank")
+        shared.reset()
+        assert float(shared.compute()) == 0.0, f"{name}: reset"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -387,6 +428,24 @@ def jax_checks() -> None:
     for device in range(4):
         _close(values[device], want, "pmap value")
         _close(grads[device], want_grad, "pmap pmean gradient")
+
+    # 4. recloss.jax.metrics: each device's (total, count), psum'd inside shard_map, is the metric of every list.
+    import recloss.jax
+
+    scores, labels, mask, weight = _metric_data()
+    scores, labels, mask, weight = (x[:12] for x in (scores, labels, mask, weight))    # 3 lists per device
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Explicit,))
+    for name, k in (("ndcg", 3), ("map", None), ("dcg", 4), ("recall", 2)):
+        function = getattr(recloss.jax.metrics, name)
+        shard = jax.shard_map(
+            lambda s, y, m, w, function=function, k=k: lax.psum(function(s, y, k=k, mask=m, sample_weight=w), "data"),
+            mesh=mesh, in_specs=(P("data"),) * 4, out_specs=P())
+        with jax.set_mesh(mesh):
+            total, count = jax.jit(shard)(*(jax.device_put(jnp.asarray(x), NamedSharding(mesh, P("data")))
+                                            for x in (scores, labels, mask, weight)))
+        want = getattr(recloss.metrics, name)(scores, labels, k=k, mask=mask, sample_weight=weight, backend="numpy")
+        _close(recloss.jax.metrics.mean(total, count), want, f"jax metrics {name}: psum over 4 devices")
+        _close(count, weight.sum(), f"jax metrics {name}: count")
 
 
 # ----------------------------------------------------------------------------------------------------------

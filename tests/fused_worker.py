@@ -126,6 +126,12 @@ CONFIGS = {
     "info_nce symmetric, normalized, ids, weights, T": ("info_nce_loss", ["query_emb", "key_emb", "ids",
                                                                           "sample_weight"],
                                                         {"symmetric": True, "normalize": True}),
+    "mixed, query ids, ids, logQ, label smoothing, z-loss, T": (
+        "sampled_softmax_loss", ["query_emb", "pos_emb", "neg_emb", "pos_log_q", "neg_log_q", "pos_ids", "neg_ids",
+                                 "query_ids"], {"in_batch": True, "label_smoothing": 0.3, "z_loss": 0.05}),
+    "info_nce symmetric, query ids, label smoothing, z-loss, T": (
+        "info_nce_loss", ["query_emb", "key_emb", "query_ids", "sample_weight"],
+        {"symmetric": True, "label_smoothing": 0.2, "z_loss": 0.1}),
 }
 
 
@@ -143,6 +149,8 @@ def _draw(names: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
             out[name] = rng.integers(0, 6, size=B).astype(np.int64)
         elif name == "neg_ids":
             out[name] = rng.integers(0, 6, size=N).astype(np.int64)
+        elif name == "query_ids":   # several rows per query, 64-bit values
+            out[name] = (rng.integers(0, 5, size=B) + (1 << 40)).astype(np.int64)
         elif name == "sample_weight":
             out[name] = rng.uniform(0.0, 2.0, size=B)
             out[name][3] = 0.0
@@ -176,9 +184,10 @@ def _against_materialized(dtype: str, tolerances: tuple[float, float], labels: t
 #: the two that hold most; every configuration on torch.
 FULL_LABELS = tuple(CONFIGS) if FRAMEWORK == "torch" else (
     "mixed, logQ, ids, weights, T, sum", "in-batch, diagonal only", "unsupervised, T",
-    "info_nce symmetric, normalized, ids, weights, T")
+    "info_nce symmetric, normalized, ids, weights, T", "mixed, query ids, ids, logQ, label smoothing, z-loss, T",
+    "info_nce symmetric, query ids, label smoothing, z-loss, T")
 HALF_LABELS = tuple(CONFIGS) if FRAMEWORK == "torch" else ("mixed, logQ, ids, weights, T, sum",
-                                                            "info_nce symmetric, normalized, ids, weights, T")
+                                                            "mixed, query ids, ids, logQ, label smoothing, z-loss, T")
 check("blocks float32")(lambda: _against_materialized("float32", (2e-6, 2e-5), FULL_LABELS))
 check("blocks bfloat16")(lambda: _against_materialized("bfloat16", HALF["bfloat16"], HALF_LABELS))
 check("blocks float16")(lambda: _against_materialized("float16", HALF["float16"], HALF_LABELS))

@@ -42,8 +42,13 @@ def spec_inputs(spec: Any, case: Any, rng: np.random.Generator, dims: dict[str, 
 
 
 def case_options(spec: Any, case: Any) -> dict[str, Any]:
-    """The spec's option defaults, overridden by the case's options."""
-    return {option.name: option.default for option in spec.options} | dict(case.options)
+    """The spec's option defaults, overridden by the case's options; an option without a default (``REQUIRED``)
+    that the case does not set takes its value from the first spec case that does."""
+    options = {option.name: option.default for option in spec.options}
+    for option in spec.options:
+        if option.required:
+            options[option.name] = next(c.options[option.name] for c in spec.cases if option.name in c.options)
+    return options | dict(case.options)
 
 
 def float_args(spec: Any, inputs: dict[str, Any]) -> list[str]:

@@ -306,6 +306,43 @@ def check_mixed_bfloat16() -> None:
         keras.config.set_dtype_policy(previous)
 
 
+def check_metrics(jit: bool) -> None:
+    """``compile(metrics=[recloss.keras.metrics...])``: ``evaluate`` over batches of unequal size (the last one
+    shorter), with list weights and padding labels, equals each metric of the whole set from the float64
+    reference; the metric objects round-trip their config."""
+    rows, size = 23, 7
+    features = RNG.normal(size=(rows, FEATURES)).astype("float32")
+    labels = RNG.integers(0, 3, size=(rows, LIST)).astype("float32")
+    labels[:, -1] = -1.0                                   # padding: not an item
+    labels[4] = 0.0                                        # a list with nothing relevant
+    weight = RNG.uniform(0.0, 2.0, size=rows).astype("float32")
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(LIST)])
+    km = recloss.keras.metrics
+    metrics = [km.NDCG(k=3), km.MAP(), km.DCG(k=4), km.Recall(k=2), km.MRR(), km.HitRate(k=1), km.Precision(k=2)]
+    weighted = [km.NDCG(k=3, name="weighted_ndcg"), km.MAP(name="weighted_map")]   # Keras weighs these only
+    model.compile(loss=recloss.keras.MultiPositiveSoftmaxLoss(), metrics=metrics, weighted_metrics=weighted,
+                  jit_compile=jit)
+    got = model.evaluate(features, labels, sample_weight=weight, batch_size=size, verbose=0, return_dict=True)
+    scores = ops.convert_to_numpy(model(features)).astype(np.float64)
+    mask = labels >= 0
+    clean = np.where(mask, labels, 0.0).astype(np.float64)
+    for metric, list_weight in [(m, None) for m in metrics] + [(m, weight.astype(np.float64)) for m in weighted]:
+        k = metric.options["k"]
+        want = float(getattr(recloss.metrics, metric.spec.name)(scores, clean, k=k, mask=mask,
+                                                               sample_weight=list_weight, backend="numpy"))
+        np.testing.assert_allclose(got[metric.name], want, rtol=2e-5, atol=1e-6, err_msg=metric.name)
+        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+        assert type(restored) is type(metric) and restored.get_config() == metric.get_config()
+    assert [m.name for m in metrics] == ["ndcg_at_3", "map", "dcg_at_4", "recall_at_2", "mrr", "hit_rate_at_1",
+                                         "precision_at_2"]
+    rows_loss = np.asarray(recloss.multi_positive_softmax_loss(scores, clean, mask=mask, reduction="none",
+                                                               backend="numpy"))
+    # Keras' evaluate loss: the mean over batches of sum_i w_i l_i / B_batch, weighted by batch size.
+    per_batch = [np.sum((rows_loss * weight)[i:i + size]) / len(rows_loss[i:i + size]) for i in range(0, rows, size)]
+    sizes = [len(rows_loss[i:i + size]) for i in range(0, rows, size)]
+    np.testing.assert_allclose(got["loss"], np.average(per_batch, weights=sizes), rtol=2e-5)
+
+
 def main() -> None:
     checks = {}
     for jit in (False, True):
@@ -315,6 +352,7 @@ def main() -> None:
             checks[f"retrieval_add_loss_{suffix}"] = lambda jit=jit: check_retrieval(jit, via_add_loss=True)
         checks[f"block_softmax_{suffix}"] = lambda jit=jit: check_block(jit)
         checks[f"generated_ranking_{suffix}"] = lambda jit=jit: check_generated_ranking(jit)
+        checks[f"metrics_evaluate_{suffix}"] = lambda jit=jit: check_metrics(jit)
     checks["direct_calls"] = check_direct_calls
     checks["mixed_bfloat16"] = check_mixed_bfloat16
     checks.update(SAMPLING_CHECKS)   # the frequency estimator and the negative queue (keras_sampling_checks.py)

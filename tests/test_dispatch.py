@@ -116,8 +116,9 @@ def test_signatures_follow_the_spec():
         positional = [p for p, v in parameters.items() if v.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
         assert tuple(positional) == spec.positional
         assert set(parameters) == set(spec.tensor_names) | {o.name for o in spec.options} | {"backend"}
-        for option in spec.options:
-            assert parameters[option.name].default == option.default
+        for option in spec.options:   # an option without a default is a keyword-only parameter without one
+            expected = inspect.Parameter.empty if option.required else option.default
+            assert parameters[option.name].default == expected
 
 
 def test_issue_signatures():

@@ -104,7 +104,8 @@ def test_cli_distributed_refuses_bad_arguments(argv: list[str], words: str, caps
 def test_ddp_gradients_equal_one_device() -> None:
     """Two ranks with 4 and 3 rows wrapped in DistributedDataParallel: every rank's loss is the global one and
     DDP's averaged gradients are the single-device ones (materialised and streaming); a ProcessGroup as the
-    option; ``info_nce_loss`` symmetric per-row losses; a NaN on one rank makes both ranks' losses NaN."""
+    option; ``info_nce_loss`` symmetric per-row losses; a NaN on one rank makes both ranks' losses NaN; the
+    metric objects of ``recloss.torch.metrics`` reduce over the group to the one-process value."""
     _two_ranks("ddp")
 
 
@@ -137,7 +138,7 @@ def test_jax_sharded_calls_shard_map_and_pmap() -> None:
     metric (Explicit used to raise ShardingTypeError in dot_general and in the concatenation of the in-batch and
     negative masks; see tests/jax_sharding_checks.py); the cross-device guide's JAX multi-device examples as written;
     shard_map on an Auto mesh without vma checks and over two mesh axes; pmap, whose pmean of the gradients is
-    exact."""
+    exact; ``recloss.jax.metrics`` totals psum'd over 4 devices."""
     assert _run([sys.executable, str(SCRIPTS), "jax"],
                 env={"XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {FAST_XLA}"}).strip().endswith("OK")
 

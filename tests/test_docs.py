@@ -61,6 +61,9 @@ def test_guide_tables_list_every_loss_with_its_defaults(name):
     for option in spec.options:
         if option.name in ("reduction",):
             continue                      # stated once for every loss, above the table
+        if option.required:               # a keyword-only parameter without a default: shown by its name alone
+            assert re.search(rf"\*, (.*, )?{option.name}(,|$)", SIGNATURES[name]), (name, option.name)
+            continue
         if option.name in shown:
             assert shown[option.name] == repr(option.default).replace("'", '"'), (name, option.name)
         else:

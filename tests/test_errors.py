@@ -24,6 +24,7 @@ import recloss
 from recloss import (BackendError, BackendUnavailableError, DTypeError, OptionError, ReclossError,
                      ShapeError)
 from recloss._spec import BOOL, FLOAT, INT, Case, LossSpec
+from recloss._validate import NUMBER_RULES
 from recloss.losses import SPECS
 from recloss.parity import DIMS
 
@@ -143,6 +144,15 @@ def _bad_inputs(spec: LossSpec) -> list[Bad]:
             for value in (0, -2, 1.5, True, "3"):
                 bad.append(Bad(f"{option.name}-{value}", _set(option.name, value), OptionError,
                                [f"`{option.name}` must be None or an integer >= 1", f"got {value!r}"]))
+        elif option.rule in ("nonnegative", "fraction", "unit"):  # z_loss, label_smoothing, t
+            outside = {"nonnegative": (-0.5,), "fraction": (-0.1, 1.0), "unit": (-0.1, 1.5)}[option.rule]
+            for value in (*outside, math.nan, math.inf, "0.1"):
+                bad.append(Bad(f"{option.name}-{value}", _set(option.name, value), OptionError,
+                               [f"`{option.name}` must be {NUMBER_RULES[option.rule]}", f"got {value!r}"]))
+        elif option.rule == "item_count":  # num_items
+            for value in (1, 0, 2.5, True, "10"):
+                bad.append(Bad(f"{option.name}-{value}", _set(option.name, value), OptionError,
+                               [f"`{option.name}` must be an integer >= 2", f"got {value!r}"]))
     if "temperature" in names:
         for value in (0.0, -1.0, math.nan, math.inf, -math.inf):
             bad.append(Bad(f"temperature-{value}", _set("temperature", value), OptionError,
@@ -209,7 +219,8 @@ def test_matrix_covers_every_loss_and_problem() -> None:
                    "sample_weight-nan", "temperature-0.0", "margin-nan", "num_hard_negatives-0", "distance-avg",
                    "labels-negative", "labels-nan", "labels-above", "labels-L-mismatch", "mask-B-mismatch",
                    "labels-int32", "mask-float32", "k-0", "k-1.5", "lambdaweight-avg", "lambdaweight-3",
-                   "epsilon-inf"):
+                   "epsilon-inf", "label_smoothing-1.0", "z_loss--0.5", "t-1.5", "num_items-1", "mode-avg",
+                   "query_ids-float32", "query_ids-B-mismatch"):
         assert needed in ids, needed
     ranking = [p.values[1].id for p in MATRIX if p.values[0] == "ndcg"]
     assert {"k-0", "k-True", "labels-negative", "scores-rank"} <= set(ranking)
@@ -225,6 +236,7 @@ RULES = [
     ("sampled_softmax_loss", {"pos_log_q": 0, "neg_log_q": 0}, {}, "`neg_log_q` describes `neg_emb`"),
     ("sampled_softmax_loss", {"neg_emb": 0, "neg_ids": 0}, {}, "`neg_ids` needs `pos_ids`"),
     ("sampled_softmax_loss", {"neg_emb": 1, "neg_log_q": 0}, {}, "`neg_log_q` must have shape [B, K]"),
+    ("sampled_softmax_loss", {"neg_emb": 0, "query_ids": 0}, {}, "`query_ids` removes the in-batch candidates"),
 ]
 
 

@@ -22,13 +22,15 @@ from recloss import _native
 from recloss._dispatch import available_backends
 from recloss.losses import CATALOGUE
 
+from helpers import case_options
+
 pytest.importorskip("keras")
 
 CHECKS = Path(__file__).with_name("keras_fit_checks.py")
 FIT_CHECKS = ["retrieval_compute_loss_nojit", "retrieval_add_loss_nojit", "block_softmax_nojit",
-              "generated_ranking_nojit", "retrieval_compute_loss_jit", "block_softmax_jit", "generated_ranking_jit",
-              "direct_calls", "sampling_fit_nojit", "sampling_fit_jit", "sampling_layers_direct",
-              "mixed_bfloat16"]
+              "generated_ranking_nojit", "metrics_evaluate_nojit", "retrieval_compute_loss_jit", "block_softmax_jit",
+              "generated_ranking_jit", "metrics_evaluate_jit", "direct_calls", "sampling_fit_nojit", "sampling_fit_jit",
+              "sampling_layers_direct", "mixed_bfloat16"]
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
@@ -90,8 +92,9 @@ def test_retrieval_equals_the_function_and_round_trips():
     np.testing.assert_allclose(got, want, rtol=1e-5)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(task))
     assert type(restored) is rk.Retrieval and restored.get_config() == task.get_config()
-    assert restored.options == {"temperature": 0.2, "in_batch": True, "num_hard_negatives": 4,
-                                "reduction": "mean", "implementation": "auto", "product_precision": "input", "gather": None}
+    assert restored.options == {"temperature": 0.2, "in_batch": True, "num_hard_negatives": 4, "label_smoothing": 0.0,
+                                "z_loss": 0.0, "reduction": "mean", "implementation": "auto",
+                                "product_precision": "input", "gather": None}
 
 
 def test_retrieval_on_symbolic_inputs_gives_the_loss_shape():
@@ -101,9 +104,11 @@ def test_retrieval_on_symbolic_inputs_gives_the_loss_shape():
 
 
 def test_every_loss_class_round_trips_its_config():
-    for cls in (getattr(rk, n) for n in rk.__all__ if n not in ("Retrieval", "ReclossLoss", "loss_class")
+    for cls in (getattr(rk, n) for n in rk.__all__ if n not in ("Retrieval", "ReclossLoss", "loss_class", "metrics")
                 and issubclass(getattr(rk, n), rk.ReclossLoss)):   # not the estimator and queue layers
         options = {o.name: o.default for o in cls.spec.options if o.name != "reduction"}
+        given = case_options(cls.spec, cls.spec.cases[0])
+        options.update({o.name: given[o.name] for o in cls.spec.options if o.required})   # num_items: no default
         if "temperature" in options:
             options["temperature"] = 0.25
         loss = cls(reduction="sum", name="mine", **options)

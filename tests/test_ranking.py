@@ -28,7 +28,7 @@ from helpers import to_backend, to_numpy
 
 LOSSES = ["listwise_softmax_loss", "poly1_softmax_loss", "listmle_loss", "approx_ndcg_loss", "pairwise_logistic_loss",
           "pairwise_hinge_loss", "pairwise_soft_zero_one_loss", "pointwise_sigmoid_loss"]
-METRICS = ["ndcg", "mrr", "recall", "precision", "hit_rate"]
+METRICS = ["ndcg", "mrr", "recall", "precision", "hit_rate", "map", "dcg"]
 
 # The list: rax's pairwise logistic loss is 0.948, keras-rs's (and TF-Ranking's Keras loss) 1.707.
 SCORES = np.array([[1.0, 3.0, 2.0, 4.0, 0.8]])
@@ -90,7 +90,7 @@ def _per_list_rax(loss: str, scores, labels, mask, options):
     if loss == "approx_ndcg_loss":
         return _approx_ndcg_rax(rax, jax, s, y, where, options.get("temperature", 1.0))
     if loss in METRICS:
-        metric = getattr(rax, f"{loss}_metric")
+        metric = getattr(rax, f"{ {'map': 'ap'}.get(loss, loss)}_metric")
         return metric(s, y, where=where, topn=options.get("k"), reduce_fn=None)
     # Pairwise and pointwise losses reduce over the pairs / items of one list: one call per list.
     lambdaweight = {None: None, "ndcg": functools.partial(rax.dcg_lambdaweight, normalize=True),
@@ -107,7 +107,7 @@ RAX_CASES = [
     ("pairwise_soft_zero_one_loss", {}), ("pairwise_logistic_loss", {"lambdaweight": "ndcg"}),
     ("pairwise_hinge_loss", {"lambdaweight": "ndcg2"}), ("pointwise_sigmoid_loss", {}),
     ("ndcg", {}), ("ndcg", {"k": 3}), ("mrr", {"k": 2}), ("mrr", {}), ("recall", {"k": 3}), ("precision", {"k": 3}),
-    ("precision", {"k": 10}),
+    ("precision", {"k": 10}), ("map", {}), ("map", {"k": 3}), ("dcg", {}), ("dcg", {"k": 2}),
 ]
 
 

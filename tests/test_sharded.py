@@ -154,6 +154,14 @@ def test_refusals_have_the_same_words_on_every_backend(backend: str) -> None:
             '`gather`; use implementation="auto" (streaming or materialised over the gathered candidates); got '
             "gather=True")
     for loss_name in LOSSES:
+        assert _message(backend, loss_name, shard_negatives=True, label_smoothing=0.1, z_loss=0.01) == (
+            f"{loss_name}: `shard_negatives` combines the shards' row losses only (log-sum-exp parts); label "
+            "smoothing, z-loss and `query_ids` are not supported with it; got shard_negatives with "
+            "label_smoothing=0.1, z_loss=0.01")
+    assert _message(backend, loss, shard_negatives=True, in_batch=True, query_ids=np.arange(4) % 2 if
+                    backend == "numpy" else load_backend(backend).convert(np.arange(4) % 2)).endswith(
+        "got shard_negatives with `query_ids`")
+    for loss_name in LOSSES:
         assert _message(backend, loss_name, shard_negatives=3).startswith(
             f"{loss_name}: `shard_negatives` must be None, False, True, a mesh axis name (a str or a tuple of str) "
             "or a torch.distributed.ProcessGroup; got 3")

@@ -36,7 +36,8 @@ def test_every_loss_has_a_module_with_the_spec_signature():
         expected = [o.name for o in spec.options] + (["learn_temperature"] if _native.has_temperature(spec) else [])
         assert list(init) == expected
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in init.values())
-        assert {o.name: init[o.name].default for o in spec.options} == {o.name: o.default for o in spec.options}
+        assert {o.name: init[o.name].default for o in spec.options} == {
+            o.name: inspect.Parameter.empty if o.required else o.default for o in spec.options}
         forward = inspect.signature(cls.forward).parameters
         assert set(forward) == {"self", *spec.tensor_names}
         assert [p for p, v in forward.items() if v.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD] == \
@@ -74,8 +75,8 @@ def test_reduction_and_sample_weight_as_in_torch_nn():
 
 def test_repr_shows_the_options():
     assert repr(rt.SampledSoftmaxLoss(temperature=0.05, num_hard_negatives=10)) == (
-        "SampledSoftmaxLoss(temperature=0.05, in_batch=None, num_hard_negatives=10, reduction='mean', "
-        "implementation='auto', product_precision='input', gather=None)")
+        "SampledSoftmaxLoss(temperature=0.05, in_batch=None, num_hard_negatives=10, label_smoothing=0.0, "
+        "z_loss=0.0, reduction='mean', implementation='auto', product_precision='input', gather=None)")
     assert repr(rt.TripletMarginLoss(distance="cosine")) == \
         "TripletMarginLoss(margin=1.0, distance='cosine', reduction='mean')"
     assert repr(rt.InfoNCELoss(temperature=0.07, learn_temperature=True)).startswith(

@@ -4,6 +4,7 @@ misspelt option and a wrong type, and the package ships what a regular install n
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import os
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 import recloss
 from recloss import _native, _stubs
-from recloss.losses import CATALOGUE
+from recloss.losses import CATALOGUE, METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,23 @@ def test_keras_stub_signatures_equal_the_runtime_signatures():
     for name in rk.__all__:
         if f"{name}.__init__" in stub and name != "Retrieval":
             assert _shape_of_signature(stub[f"{name}.__init__"]) == _shape_of_runtime(getattr(rk, name)), name
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch", "jax"])
+def test_metric_object_stubs_equal_the_runtime_signatures(framework: str):
+    """``recloss/{keras,torch,jax}_metrics.pyi`` against the generated classes and functions."""
+    pytest.importorskip(framework)
+    module = importlib.import_module(f"recloss.{framework}_metrics")
+    stub = _stub_functions(ROOT / "recloss" / f"{framework}_metrics.pyi")
+    for name in METRICS:
+        if framework == "jax":
+            assert _shape_of_signature(stub[name]) == _shape_of_runtime(getattr(module, name)), name
+            continue
+        cls = getattr(module, _native.class_name(name))
+        for method in ("__init__",) + (("update", "forward") if framework == "torch" else ()):
+            assert _shape_of_signature(stub[f"{cls.__name__}.{method}"]) == _shape_of_runtime(getattr(cls, method)), \
+                (name, method)
+    assert getattr(importlib.import_module(f"recloss.{framework}"), "metrics") is module
 
 
 def test_estimator_and_queue_stubs_equal_the_runtime_signatures():

@@ -147,6 +147,10 @@ class JaxOps:
         return jax.lax.top_k(x, k)
 
     @staticmethod
+    def cumsum(x: jax.Array) -> jax.Array:
+        return jnp.cumsum(x, axis=-1)
+
+    @staticmethod
     def cumlogsumexp_reverse(x: jax.Array) -> jax.Array:
         return jax.lax.cumlogsumexp(x, axis=x.ndim - 1, reverse=True)
 

@@ -143,6 +143,10 @@ class TensorFlowOps:
         return result.values, result.indices
 
     @staticmethod
+    def cumsum(x: tf.Tensor) -> tf.Tensor:
+        return tf.math.cumsum(x, axis=-1)
+
+    @staticmethod
     def cumlogsumexp_reverse(x: tf.Tensor) -> tf.Tensor:
         """``logsumexp(x[:, i:])`` for every i by log2(L) doubling steps, ``x_i <- logaddexp(x_i, x_{i+2^k})``
         (``tf.math.cumulative_logsumexp`` is about 100 times slower under XLA on CPUs); with

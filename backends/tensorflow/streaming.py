@@ -6,7 +6,9 @@ products; the first chunks whose ``exp(s - m)`` fit in ``store_bytes`` are kept 
 recomputed. The loop over chunks is a Python loop over static sizes, so it runs eagerly, under
 ``tf.function`` and under XLA (``jit_compile=True``); sizes unknown at trace time use the materialised path
 (:func:`recloss.kernels.softmax.streaming_row_losses` decides). Removed candidates are ``-inf`` inside the chunk
-(exact zeros in value and gradient; a fully removed row has loss 0 and zero gradient).
+(exact zeros in value and gradient; a fully removed row has loss 0 and zero gradient). With ``sums=True`` (label
+smoothing) the forward also returns each row's sum of kept scores and their number, and the backward adds that
+sum's gradient chunk by chunk.
 """
 
 from __future__ import annotations
@@ -52,21 +54,44 @@ MAX_STORED_CHUNKS = 8
 
 def _chunk_scores(q: tf.Tensor, keys: tf.Tensor, log_q: Any, ids: Any, diagonal: Any, row_ids: Any,
                   start: int, stop: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """The chunk's keys and its ``[B, stop - start]`` scores, removed candidates at -inf (column ``diagonal + i``
-    of row ``i`` too, where ``diagonal``, an int or an int32 scalar tensor, is not None)."""
+    """The chunk's keys and its ``[B, stop - start]`` scores, removed candidates at -inf (see :func:`_chunk_keep`)."""
     chunk_keys = keys[start:stop]
     scores = tf.matmul(q, chunk_keys, transpose_b=True)
     if log_q is not None:
         scores = scores - log_q[None, start:stop]
-    keep = None
-    if diagonal is not None and (tf.is_tensor(diagonal) or start < diagonal + q.shape[0] and diagonal < stop):
-        keep = (tf.range(q.shape[0]) + diagonal)[:, None] != tf.range(start, stop)[None, :]
-    if ids is not None:
-        other = row_ids[:, None] != ids[start:stop][None, :]
-        keep = other if keep is None else tf.logical_and(keep, other)
+    keep = _chunk_keep(q.shape[0], ids, diagonal, row_ids, start, stop)
     if keep is not None:
         scores = tf.where(keep, scores, tf.constant(float("-inf"), scores.dtype))
     return chunk_keys, scores
+
+
+def _chunk_keep(rows: int, ids: Any, diagonal: Any, row_ids: Any, start: int, stop: int) -> Any:
+    """``[rows, stop - start]``: True where a candidate of the chunk is kept (None: every one), from the ids and
+    the row's own columns: column ``diagonal + i`` of row ``i`` where ``diagonal`` is an int or an int32 scalar
+    tensor, every column whose group equals the row's where it is a pair ``(row_groups, column_groups)``."""
+    keep = None
+    if isinstance(diagonal, tuple):
+        row_groups, column_groups = diagonal
+        keep = row_groups[:, None] != column_groups[start:stop][None, :]
+    elif diagonal is not None and (tf.is_tensor(diagonal) or start < diagonal + rows and diagonal < stop):
+        keep = (tf.range(rows) + diagonal)[:, None] != tf.range(start, stop)[None, :]
+    if ids is not None:
+        other = row_ids[:, None] != ids[start:stop][None, :]
+        keep = other if keep is None else tf.logical_and(keep, other)
+    return keep
+
+
+def _sum_weights(grad_sum: tf.Tensor, keep: Any, like: tf.Tensor) -> tf.Tensor:
+    """``[B, C]`` like ``like``: the cotangent of the kept scores' sum on each kept candidate, 0 elsewhere."""
+    spread = grad_sum[:, None] + tf.zeros_like(like)
+    return spread if keep is None else tf.where(keep, spread, tf.zeros_like(spread))
+
+
+def _kept_sums(scores: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A chunk's sum of kept scores per row and their number (removed candidates are -inf)."""
+    kept = tf.not_equal(scores, tf.constant(float("-inf"), scores.dtype))
+    return (tf.reduce_sum(tf.where(kept, scores, tf.zeros_like(scores)), axis=1),
+            tf.reduce_sum(tf.cast(kept, scores.dtype), axis=1))
 
 
 def _spans(length: int, chunk: int) -> list[tuple[int, int]]:
@@ -74,8 +99,10 @@ def _spans(length: int, chunk: int) -> list[tuple[int, int]]:
 
 
 def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids: Any, chunk: int,
-                         store_bytes: int = 0) -> tf.Tensor:
-    """Row losses ``[B]`` of the streaming softmax (see :func:`recloss.kernels.softmax.streaming_row_losses`)."""
+                         store_bytes: int = 0, sums: bool = False) -> Any:
+    """Row losses ``[B]`` of the streaming softmax (see :func:`recloss.kernels.softmax.streaming_row_losses`);
+    with ``sums``, ``(rows, score_sum, count)``: each row's sum of kept scores (differentiable) and their
+    number, the sum's gradient added chunk by chunk in the backward."""
     layout = [(log_q is not None, ids, diagonal) for _, log_q, ids, diagonal in sources]
     flat = [q, s_pos]
     for keys, log_q, _, _ in sources:
@@ -103,6 +130,7 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
         eager = tf.executing_eagerly()
         parts = unflatten(others)
         row_max, rest = s_pos, tf.zeros_like(s_pos)    # m: one maximal candidate; r: sum of exp(s - m) of the others
+        score_sum, count = tf.zeros_like(s_pos), tf.zeros_like(s_pos)   # the kept scores (label smoothing)
         stored, used = {}, 0
         for index, (keys, log_q, ids, diagonal) in enumerate(parts):
             for start, stop in _spans(keys.shape[0], chunk):
@@ -110,6 +138,9 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
                 # that the scheduler cannot run every product first and hold all the chunks' scores at once.
                 q_in = q if eager else q + rest[:, None] * 0.0
                 _, scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
+                if sums:
+                    chunk_sum, chunk_count = _kept_sums(scores)
+                    score_sum, count = score_sum + chunk_sum, count + chunk_count
                 row_max, rest, weights = _merge(scores, row_max, rest)
                 nbytes = (q.shape[0] or 0) * (stop - start) * q.dtype.size   # rows unknown: store_bytes is 0
                 if store_bytes and used + nbytes <= store_bytes and len(stored) < MAX_STORED_CHUNKS:
@@ -117,19 +148,24 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
                     used += nbytes
         log_total = tf.math.log1p(rest)           # log(sum over all candidates of exp(s - m))
 
-        def grad(upstream: tf.Tensor) -> list:
+        def grad(upstream: tf.Tensor, *upstreams: Any) -> list:
+            grad_sum = upstreams[0] if sums else None       # (the count's cotangent: a constant)
             if could_possibly_record() and not getattr(_FIRST_ORDER, "on", False):
                 # An outer tape is recording this backward (a second derivative): differentiate an ordinary
                 # computation of the same rows, from the inputs as the outer tape sees them.
                 with tf.GradientTape() as tape:
                     tape.watch(tensors)
-                    again = differentiable_rows(tensors[0], tensors[1], unflatten(list(tensors[2:])), row_ids, chunk)
-                return tape.gradient(again, list(tensors), output_gradients=upstream,
+                    again = differentiable_rows(tensors[0], tensors[1], unflatten(list(tensors[2:])), row_ids, chunk,
+                                                sums)
+                targets, cotangents = ((again, upstream) if not sums else
+                                       ([again[0], again[1]], [upstream, _zeros_if_none(grad_sum, upstream)]))
+                return tape.gradient(targets, list(tensors), output_gradients=cotangents,
                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
             scale = upstream * tf.exp(-log_total)                 # h = g / sum, so that P * g = E * h
             grad_s_pos = upstream * tf.math.expm1((s_pos - row_max) - log_total)   # p_pos - 1, exact near 0
             scaled_q = q * scale[:, None]
             grad_q = tf.zeros_like(q)
+            grad_q_sums = tf.zeros_like(q)    # label smoothing: sum_c G_ic k_c, G = g_sum where kept
             grads = []
             for index, (keys, log_q, ids, diagonal) in enumerate(parts):
                 key_grads, log_q_grads = [], []
@@ -140,6 +176,8 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
                         grad_q = grad_q + tf.matmul(weights, keys[start:stop]) * factor[:, None]
                         key_grads.append(tf.matmul(weights, scaled_q * factor[:, None], transpose_a=True))
                         row_scale = scale * factor
+                        keep = None if grad_sum is None else _chunk_keep(q.shape[0], ids, diagonal, row_ids, start,
+                                                                         stop)
                     else:
                         q_in = q if eager else q + grad_q[:, :1] * 0.0   # one chunk at a time (see forward)
                         chunk_keys, scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop)
@@ -147,14 +185,25 @@ def streaming_row_losses(q: tf.Tensor, s_pos: tf.Tensor, sources: tuple, row_ids
                         grad_q = grad_q + tf.matmul(weights, chunk_keys)
                         key_grads.append(tf.matmul(weights, scaled_q, transpose_a=True))
                         row_scale = scale
+                        keep = None if grad_sum is None else tf.not_equal(
+                            scores, tf.constant(float("-inf"), scores.dtype))
                     if log_q is not None:
                         log_q_grads.append(-tf.linalg.matvec(weights, row_scale, transpose_a=True))
+                    if grad_sum is not None:
+                        sum_weights = _sum_weights(grad_sum, keep, weights)
+                        grad_q_sums = grad_q_sums + tf.matmul(sum_weights, keys[start:stop])
+                        key_grads[-1] = key_grads[-1] + tf.matmul(sum_weights, q, transpose_a=True)
+                        if log_q is not None:
+                            log_q_grads[-1] = log_q_grads[-1] - tf.reduce_sum(sum_weights, axis=0)
                 grads.append(_join(key_grads, keys))
                 if log_q is not None:
                     grads.append(_join(log_q_grads, log_q))
-            return [grad_q * scale[:, None], grad_s_pos, *grads]
+            return [grad_q * scale[:, None] + grad_q_sums, grad_s_pos, *grads]
 
-        return (row_max - s_pos) + log_total, grad
+        rows_out = (row_max - s_pos) + log_total
+        if sums:
+            return (rows_out, score_sum, tf.stop_gradient(count)), grad
+        return rows_out, grad
 
     return rows(*flat)
 
@@ -175,16 +224,25 @@ def _merge(scores: tf.Tensor, row_max: tf.Tensor, rest: tf.Tensor) -> tuple[tf.T
     return new_max, rest, weights
 
 
-def differentiable_rows(q: tf.Tensor, s_pos: tf.Tensor, sources: list, row_ids: Any, chunk: int) -> tf.Tensor:
-    """The same row losses in ordinary differentiable operations (no custom gradient), chunk by chunk."""
-    row_max, rest = s_pos, tf.zeros_like(s_pos)
+def differentiable_rows(q: tf.Tensor, s_pos: tf.Tensor, sources: list, row_ids: Any, chunk: int,
+                        sums: bool = False) -> Any:
+    """The same row losses in ordinary differentiable operations (no custom gradient), chunk by chunk; with
+    ``sums``, ``(rows, score_sum)``."""
+    row_max, rest, score_sum = s_pos, tf.zeros_like(s_pos), tf.zeros_like(s_pos)
     for keys, log_q, ids, diagonal in sources:
         for start, stop in _spans(keys.shape[0], chunk):
             _, scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop)
+            if sums:
+                score_sum = score_sum + _kept_sums(scores)[0]
             row_max, rest, _ = _merge(scores, row_max, rest)
     # Not m - s_pos where m is the positive: its +1 and -1 gradients would cancel what log1p kept.
     moved = row_max > s_pos
-    return tf.where(moved, row_max - s_pos, tf.zeros_like(s_pos)) + tf.math.log1p(rest)
+    rows = tf.where(moved, row_max - s_pos, tf.zeros_like(s_pos)) + tf.math.log1p(rest)
+    return (rows, score_sum) if sums else rows
+
+
+def _zeros_if_none(x: Any, like: tf.Tensor) -> tf.Tensor:
+    return tf.zeros_like(like) if x is None else x
 
 
 def _join(pieces: list, like: tf.Tensor) -> tf.Tensor:

@@ -151,6 +151,10 @@ class TorchOps:
         return lambda x: torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
 
     @staticmethod
+    def cumsum(x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(x, dim=-1)
+
+    @staticmethod
     def cumlogsumexp_reverse(x: torch.Tensor) -> torch.Tensor:
         """``logsumexp(x[:, i:])`` for every i by log2(L) doubling steps, ``x_i <- logaddexp(x_i, x_{i+2^k})``,
         with ``m = max`` (detached) inside each step: elementwise ops only, so gradients of gradients hold

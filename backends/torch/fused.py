@@ -77,9 +77,15 @@ def _launch_options(block_d: int) -> dict[str, int]:
     return {"num_warps": CONFIG["num_warps"] or (8 if block_d >= 128 else 4), "num_stages": CONFIG["num_stages"]}
 
 
+def _groups(exclude: Any) -> tuple[Any, Any]:
+    """A source's query groups ``(row_groups, column_groups)``, or ``(None, None)`` (``exclude`` a bool)."""
+    return exclude if isinstance(exclude, tuple) else (None, None)
+
+
 def _forward(q: torch.Tensor, s_pos: torch.Tensor, inv_t: torch.Tensor, row_ids: Any, sources: list,
-             with_acc: bool) -> tuple:
-    """Row losses ``[B]`` and what the backward needs: ``(rows, best, log_total, acc or None)``."""
+             with_acc: bool, sums: bool = False) -> tuple:
+    """Row losses ``[B]`` and what the backward needs: ``(rows, best, log_total, acc or None, sums or None)``,
+    ``sums`` = ``(score_sum [B], count [B], sum_kept k [B, D] or None)`` (label smoothing)."""
     from recloss.backends.torch import fused_kernels as kernels
 
     rows, dim = q.shape
@@ -93,26 +99,35 @@ def _forward(q: torch.Tensor, s_pos: torch.Tensor, inv_t: torch.Tensor, row_ids:
     maxes = torch.empty(total, rows, dtype=torch.float32, device=q.device)
     rests = torch.empty_like(maxes)
     acc = torch.empty(total, rows, dim, dtype=torch.float32, device=q.device) if with_acc else None
+    score_sums = torch.zeros_like(maxes) if sums else None
+    counts = torch.zeros_like(maxes) if sums else None
+    acc2 = torch.zeros(total, rows, dim, dtype=torch.float32, device=q.device) if sums and with_acc else None
     first = 0
-    for (keys, log_q, ids, diagonal), (splits, per_split) in zip(sources, plans):
+    for (keys, log_q, ids, exclude), (splits, per_split) in zip(sources, plans):
         if splits == 0 or rows == 0:
             continue
+        row_groups, col_groups = _groups(exclude)
         kernels.row_pass[(row_blocks, splits)](
             q, keys, log_q, ids, row_ids, inv_t, maxes, rests, acc if with_acc else maxes,
+            row_groups, col_groups, score_sums if sums else maxes, counts if sums else maxes,
+            acc2 if acc2 is not None else maxes,
             rows, keys.shape[0], dim, q.stride(0), keys.stride(0), per_split, first,
-            HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=bool(diagonal), WITH_ACC=with_acc,
+            HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=exclude is True, WITH_ACC=with_acc,
             BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=_precision(q.dtype),
-            DOT_F32=_dot_in_float32(q.dtype), **_launch_options(block_d))
+            DOT_F32=_dot_in_float32(q.dtype), HAS_GROUPS=row_groups is not None, WITH_SUMS=sums,
+            **_launch_options(block_d))
         first += splits
     best, log_total = _merge(s_pos, maxes, rests)
     losses = (best - s_pos) + log_total
+    totals = None if not sums else (score_sums.sum(0), counts.sum(0),
+                                    None if acc2 is None else acc2.sum(0))
     if not with_acc:
-        return losses, best, log_total, None
+        return losses, best, log_total, None, totals
     # A = sum_slices A_s exp(m_s - lse): the softmax-weighted keys of each row (the positive excluded).
     lse = best + log_total
     weights = torch.where(maxes == float("-inf"), 0.0, torch.exp(maxes - lse))
     return losses, best, log_total, torch.einsum("sb,sbd->bd", weights, acc) if total else q.new_zeros(
-        q.shape, dtype=torch.float32)
+        q.shape, dtype=torch.float32), totals
 
 
 def _merge(s_pos: torch.Tensor, maxes: torch.Tensor, rests: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,8 +142,8 @@ def _merge(s_pos: torch.Tensor, maxes: torch.Tensor, rests: torch.Tensor) -> tup
     return best, torch.log1p(rest)
 
 
-def _key_grads(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: bool, row_ids: Any,
-               inv_t: torch.Tensor, lse: torch.Tensor, row_grad: torch.Tensor) -> tuple:
+def _key_grads(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, exclude: Any, row_ids: Any,
+               inv_t: torch.Tensor, lse: torch.Tensor, row_grad: torch.Tensor, sum_grad: Any = None) -> tuple:
     from recloss.backends.torch import fused_kernels as kernels
 
     rows, dim = q.shape
@@ -140,13 +155,16 @@ def _key_grads(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagon
     splits, per_split = _splits(row_blocks, col_blocks)
     grad_keys = torch.empty(splits, cols, dim, dtype=torch.float32, device=q.device)
     grad_log_q = torch.empty(splits, cols, dtype=torch.float32, device=q.device) if log_q is not None else None
+    row_groups, col_groups = _groups(exclude)
     kernels.key_pass[(col_blocks, splits)](
         q, keys, log_q, ids, row_ids, inv_t, lse, row_grad, grad_keys,
-        grad_log_q if grad_log_q is not None else grad_keys,
+        grad_log_q if grad_log_q is not None else grad_keys, row_groups, col_groups,
+        sum_grad if sum_grad is not None else row_grad,
         rows, cols, dim, q.stride(0), keys.stride(0), per_split,
-        HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=bool(diagonal),
+        HAS_LOG_Q=log_q is not None, HAS_IDS=ids is not None, DIAGONAL=exclude is True,
         RESCALE=q.dtype == torch.float16, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d,
-        PRECISION=_precision(q.dtype), DOT_F32=_dot_in_float32(q.dtype), **_launch_options(block_d))
+        PRECISION=_precision(q.dtype), DOT_F32=_dot_in_float32(q.dtype), HAS_GROUPS=row_groups is not None,
+        HAS_SUM_GRAD=sum_grad is not None, **_launch_options(block_d))
     grad_keys = grad_keys.sum(0) if splits > 1 else grad_keys[0]
     if grad_log_q is not None:
         grad_log_q = (grad_log_q.sum(0) if splits > 1 else grad_log_q[0]).to(log_q.dtype)
@@ -159,11 +177,13 @@ def _key_grads(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagon
 
 def _unflatten(layout: tuple, tensors: tuple) -> list:
     pick = lambda index: None if index is None else tensors[index]  # noqa: E731
-    return [(pick(keys), pick(log_q), pick(ids), diagonal) for keys, log_q, ids, diagonal in layout]
+    return [(pick(keys), pick(log_q), pick(ids), tuple(map(pick, exclude)) if isinstance(exclude, tuple)
+             else exclude) for keys, log_q, ids, exclude in layout]
 
 
 def _flatten(sources: tuple) -> tuple[tuple, list]:
-    """Distinct tensors and, per source, the positions of its keys, log_q and ids (None where absent)."""
+    """Distinct tensors and, per source, the positions of its keys, log_q and ids (None where absent) and its
+    ``exclude``: a bool, or the positions of its query groups."""
     tensors: list[Any] = []
 
     def position(t: Any) -> Any:
@@ -174,39 +194,50 @@ def _flatten(sources: tuple) -> tuple[tuple, list]:
                 return index
         tensors.append(t)
         return len(tensors) - 1
-    layout = tuple((position(k), position(l), position(i), bool(d)) for k, l, i, d in sources)
+
+    def exclude(e: Any) -> Any:
+        return tuple(position(groups) for groups in e) if isinstance(e, tuple) else bool(e)
+    layout = tuple((position(k), position(l), position(i), exclude(e)) for k, l, i, e in sources)
     return layout, tensors
 
 
 class _FusedRows(torch.autograd.Function):
-    """``(layout, with_acc, name, q, s_pos, temperature, row_ids, *tensors) -> (rows, m, log1p(r), A)``."""
+    """``(layout, with_acc, sums, name, q, s_pos, temperature, row_ids, *tensors) -> (rows, m, log1p(r), A,
+    score_sum, count, A2)`` (the last three empty without ``sums``)."""
 
     @staticmethod
-    def forward(layout: tuple, with_acc: bool, name: str, q: torch.Tensor, s_pos: torch.Tensor,
+    def forward(layout: tuple, with_acc: bool, sums: bool, name: str, q: torch.Tensor, s_pos: torch.Tensor,
                 temperature: torch.Tensor, row_ids: Any, *tensors: Any) -> tuple:
         inv_t = (1.0 / temperature.detach().float()).reshape(1)
-        losses, best, log_total, weighted_keys = _forward(q, s_pos.detach(), inv_t, row_ids,
-                                                          _unflatten(layout, tensors), with_acc)
-        return losses, best, log_total, weighted_keys if with_acc else losses.new_zeros(0)
+        losses, best, log_total, weighted_keys, totals = _forward(q, s_pos.detach(), inv_t, row_ids,
+                                                                  _unflatten(layout, tensors), with_acc, sums)
+        empty = losses.new_zeros(0)
+        score_sum, count, kept_keys = totals if sums else (empty, empty, None)
+        return (losses, best, log_total, weighted_keys if with_acc else empty, score_sum, count,
+                empty if kept_keys is None else kept_keys)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        layout, with_acc, name, q, s_pos, temperature, row_ids, *tensors = inputs
-        _, best, log_total, weighted_keys = output
-        ctx.layout, ctx.with_acc, ctx.name, ctx.has_row_ids = layout, with_acc, name, row_ids is not None
-        ctx.save_for_backward(q, s_pos, temperature, best, log_total, weighted_keys,
+        layout, with_acc, sums, name, q, s_pos, temperature, row_ids, *tensors = inputs
+        _, best, log_total, weighted_keys, score_sum, count, kept_keys = output
+        ctx.layout, ctx.with_acc, ctx.sums, ctx.name = layout, with_acc, sums, name
+        ctx.has_row_ids = row_ids is not None
+        ctx.save_for_backward(q, s_pos, temperature, best, log_total, weighted_keys, kept_keys,
                               *([row_ids] if ctx.has_row_ids else []), *tensors)
-        ctx.mark_non_differentiable(best, log_total, weighted_keys)
+        ctx.mark_non_differentiable(best, log_total, weighted_keys, count, kept_keys,
+                                    *(() if sums else (score_sum,)))
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, *_unused: Any) -> tuple:
-        q, s_pos, temperature, best, log_total, weighted_keys, *rest = ctx.saved_tensors
+    def backward(ctx: Any, grad: torch.Tensor, _best: Any, _log_total: Any, _weighted_keys: Any, grad_sum: Any,
+                 *_unused: Any) -> tuple:
+        q, s_pos, temperature, best, log_total, weighted_keys, kept_keys, *rest = ctx.saved_tensors
         row_ids = rest.pop(0) if ctx.has_row_ids else None
         tensors = tuple(rest)
         wants = ctx.needs_input_grad
-        wants_q, wants_s_pos, wants_t, wants_sources = wants[3], wants[4], wants[5], wants[7:]
+        wants_q, wants_s_pos, wants_t, wants_sources = wants[4], wants[5], wants[6], wants[8:]
         inv_t = (1.0 / temperature.detach().float()).reshape(1)
         row_grad = grad.detach().float().contiguous()   # e.g. the stride-0 gradient of a sum
+        sum_grad = grad_sum.detach().float().contiguous() if ctx.sums and grad_sum is not None else None
         grad_q = grad_s_pos = grad_t = None
         grads: list[Any] = [None] * len(tensors)
         with torch.no_grad():
@@ -214,6 +245,8 @@ class _FusedRows(torch.autograd.Function):
                 grad_s_pos = (row_grad * torch.expm1((s_pos.detach() - best) - log_total)).to(s_pos.dtype)
             if (wants_q or wants_t) and ctx.with_acc:
                 grad_q_f32 = weighted_keys * (row_grad * inv_t)[:, None]
+                if sum_grad is not None:   # d(sum of kept s)/dq = inv_t sum_kept k
+                    grad_q_f32 = grad_q_f32 + kept_keys * (sum_grad * inv_t)[:, None]
                 grad_q = grad_q_f32.to(q.dtype) if wants_q else None
                 if wants_t:
                     grad_t = (-(q.float() * grad_q_f32).sum() * inv_t[0]).to(temperature.dtype)
@@ -223,7 +256,7 @@ class _FusedRows(torch.autograd.Function):
                                                                                 _unflatten(ctx.layout, tensors)):
                 if not (wants_sources[keys_at] or (log_q_at is not None and wants_sources[log_q_at])):
                     continue
-                grad_k, grad_l = _key_grads(q, keys, log_q, ids, diagonal, row_ids, inv_t, lse, row_grad)
+                grad_k, grad_l = _key_grads(q, keys, log_q, ids, diagonal, row_ids, inv_t, lse, row_grad, sum_grad)
                 grads[keys_at] = grad_k if grads[keys_at] is None else grads[keys_at] + grad_k
                 if log_q_at is not None:
                     grads[log_q_at] = grad_l if grads[log_q_at] is None else grads[log_q_at] + grad_l
@@ -231,14 +264,14 @@ class _FusedRows(torch.autograd.Function):
         if torch.is_grad_enabled():   # create_graph=True: a later second derivative reaches a refusal
             outputs = _refuse_second_order(outputs, (q, s_pos, temperature, *tensors, grad), ctx.name)
         grad_q, grad_s_pos, grad_t, *grads = outputs
-        return (None, None, None, grad_q, grad_s_pos, grad_t, None, *grads)
+        return (None, None, None, None, grad_q, grad_s_pos, grad_t, None, *grads)
 
     @staticmethod
     def jvp(ctx: Any, *tangents: Any) -> Any:
         raise ReclossError(refusal(ctx.name, FORWARD_MODE_REFUSED))
 
     @staticmethod
-    def vmap(info: Any, in_dims: Any, layout: tuple, with_acc: bool, name: str, *args: Any) -> Any:
+    def vmap(info: Any, in_dims: Any, layout: tuple, with_acc: bool, sums: bool, name: str, *args: Any) -> Any:
         raise ReclossError(refusal(name, VMAP_REFUSED))
 
 
@@ -285,25 +318,32 @@ def _same_dtype(q: torch.Tensor, sources: tuple) -> tuple:
 
 @torch.compiler.disable
 def fused_row_losses(q: torch.Tensor, s_pos: torch.Tensor, sources: tuple, row_ids: Any, temperature: Any,
-                     name: str = "fused softmax", interpret: bool = False) -> torch.Tensor:
-    """Row losses ``[B]`` (float32) of the fused softmax (see the module docstring).
+                     name: str = "fused softmax", interpret: bool = False, sums: bool = False) -> Any:
+    """Row losses ``[B]`` (float32) of the fused softmax (see the module docstring); with ``sums``, ``(rows,
+    score_sum, count)`` (:mod:`recloss.kernels.fused`).
 
     Args:
         q: ``[B, D]`` queries (float32, bfloat16 or float16), not divided by the temperature.
         s_pos: ``[B]`` float32 positive scores ``q_i . p_i / T - log_q_pos_i`` (differentiable).
-        sources: ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude_diagonal)`` per candidate source.
+        sources: ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude)`` per candidate source; ``exclude``
+            True removes the diagonal, a pair ``(row_groups [B], column_groups [M])`` every column of the row's
+            group (query ids).
         row_ids: ``[B]`` ids of the rows (compared with each source's ids) or None.
         temperature: a number or a 0-d float32 tensor (its gradient is returned).
         name: the loss, for error messages.
         interpret: accepted for the shared signature; Triton's interpreter follows ``TRITON_INTERPRET``.
+        sums: also return each row's sum of kept scores (differentiable) and their number (label smoothing).
     """
     q, sources = _same_dtype(q, sources)
     q = q.contiguous()
     sources = tuple((keys.contiguous(), None if log_q is None else log_q.float().contiguous(),
-                     None if ids is None else ids.contiguous(), diagonal) for keys, log_q, ids, diagonal in sources)
+                     None if ids is None else ids.contiguous(),
+                     tuple(g.contiguous() for g in exclude) if isinstance(exclude, tuple) else bool(exclude))
+                    for keys, log_q, ids, exclude in sources)
     if not isinstance(temperature, torch.Tensor):
         temperature = torch.tensor(float(temperature), dtype=torch.float32, device=q.device)
     layout, tensors = _flatten(sources)
     # A = sum_c P_c k_c is kept from the forward only when the queries' or the temperature's gradient is wanted.
     with_acc = torch.is_grad_enabled() and (q.requires_grad or temperature.requires_grad)
-    return _FusedRows.apply(layout, with_acc, name, q, s_pos, temperature, row_ids, *tensors)[0]
+    out = _FusedRows.apply(layout, with_acc, bool(sums), name, q, s_pos, temperature, row_ids, *tensors)
+    return (out[0], out[4], out[5]) if sums else out[0]

@@ -12,9 +12,13 @@ Two kernels, both recomputing the scores of one ``[BLOCK_B, BLOCK_N]`` tile at a
     blocks and accumulates ``sum_i G_ic q_i`` and ``-sum_i G_ic`` with ``G_ic = g_i exp(s_ic - lse_i)`` (0
     where removed): the gradients of the keys and of their logQ.
 
+With ``WITH_SUMS`` (label smoothing) the row pass also keeps each row's sum of kept scores and their number,
+and (with ``WITH_ACC``) ``A2 = sum_kept k`` for the queries' gradient; the key pass then adds ``SUM_GRAD_i``
+to ``G_ic`` on every kept pair (``HAS_SUM_GRAD``).
+
 Scores are ``s_ic = (q_i . k_c) * inv_t - log_q_c``; a candidate is removed where it is a padding column, where
-``ids_c == row_ids_i`` (``HAS_IDS``) or where ``c == i`` (``DIAGONAL``): ``-inf`` in the value, 0 in the
-gradients. Products take the inputs' dtype with float32 accumulation (``tl.dot``); float32 inputs use
+``ids_c == row_ids_i`` (``HAS_IDS``), where ``c == i`` (``DIAGONAL``) or where ``col_groups_c == row_groups_i``
+(``HAS_GROUPS``, query ids): ``-inf`` in the value, 0 in the gradients. Products take the inputs' dtype with float32 accumulation (``tl.dot``); float32 inputs use
 ``PRECISION`` ("ieee" unless torch allows TF32); everything else is float32. The softmax weights enter the
 products in the inputs' dtype: relative to their block's maximum in the row pass (so at most 1), and, for
 float16 (``RESCALE``), scaled per candidate by their largest entry in the key pass, since ``g_i exp(s - lse)``
@@ -40,10 +44,11 @@ def _operand(x, LIKE, DOT_F32: tl.constexpr):
 
 @triton.jit
 def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
+             ROW_GROUPS, COL_GROUPS, SUM_OUT, COUNT_OUT, ACC2_OUT,
              num_rows, num_cols, dim, stride_q, stride_k, blocks_per_split, first_split,
              HAS_LOG_Q: tl.constexpr, HAS_IDS: tl.constexpr, DIAGONAL: tl.constexpr, WITH_ACC: tl.constexpr,
              BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-             DOT_F32: tl.constexpr):
+             DOT_F32: tl.constexpr, HAS_GROUPS: tl.constexpr = False, WITH_SUMS: tl.constexpr = False):
     row_block = tl.program_id(0)
     split = tl.program_id(1)
     rows = row_block * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -57,9 +62,14 @@ def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
     inv_t = tl.load(INV_T)
     if HAS_IDS:
         row_ids = tl.load(ROW_IDS + rows, mask=row_ok, other=0)
+    if HAS_GROUPS:
+        row_groups = tl.load(ROW_GROUPS + rows, mask=row_ok, other=0)
     best = tl.full([BLOCK_B], float("-inf"), tl.float32)
     rest = tl.zeros([BLOCK_B], dtype=tl.float32)
     acc = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
+    score_sum = tl.zeros([BLOCK_B], dtype=tl.float32)
+    count = tl.zeros([BLOCK_B], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
 
     first = split * blocks_per_split
     last = tl.minimum(first + blocks_per_split, tl.cdiv(num_cols, BLOCK_N))
@@ -79,7 +89,15 @@ def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
         if HAS_IDS:
             key_ids = tl.load(KEY_IDS + cols, mask=col_ok, other=0)
             keep = keep & (row_ids[:, None] != key_ids[None, :])
+        if HAS_GROUPS:
+            col_groups = tl.load(COL_GROUPS + cols, mask=col_ok, other=0)
+            keep = keep & (row_groups[:, None] != col_groups[None, :])
         s = tl.where(keep, s, float("-inf"))
+        if WITH_SUMS:   # the kept scores' sum and number (label smoothing), and sum_kept k for the gradient
+            score_sum += tl.sum(tl.where(keep, s, 0.0), 1)
+            count += tl.sum(keep.to(tl.float32), 1)
+            if WITH_ACC:
+                acc2 += tl.dot(_operand(keep.to(tl.float32), K, DOT_F32), k, input_precision=PRECISION)
 
         # This block's (maximum, rest): the entries equal to the maximum are counted, not summed.
         block_max = tl.max(s, 1)
@@ -108,14 +126,21 @@ def row_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, MAX_OUT, REST_OUT, ACC_OUT,
     if WITH_ACC:
         tl.store(ACC_OUT + out[:, None].to(tl.int64) * dim + dims[None, :], acc,
                  mask=row_ok[:, None] & dim_ok[None, :])
+    if WITH_SUMS:
+        tl.store(SUM_OUT + out, score_sum, mask=row_ok)
+        tl.store(COUNT_OUT + out, count, mask=row_ok)
+        if WITH_ACC:
+            tl.store(ACC2_OUT + out[:, None].to(tl.int64) * dim + dims[None, :], acc2,
+                     mask=row_ok[:, None] & dim_ok[None, :])
 
 
 @triton.jit
 def key_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, LSE, ROW_GRAD, KEY_GRAD, LOG_Q_GRAD,
+             ROW_GROUPS, COL_GROUPS, SUM_GRAD,
              num_rows, num_cols, dim, stride_q, stride_k, blocks_per_split,
              HAS_LOG_Q: tl.constexpr, HAS_IDS: tl.constexpr, DIAGONAL: tl.constexpr, RESCALE: tl.constexpr,
              BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-             DOT_F32: tl.constexpr):
+             DOT_F32: tl.constexpr, HAS_GROUPS: tl.constexpr = False, HAS_SUM_GRAD: tl.constexpr = False):
     col_block = tl.program_id(0)
     split = tl.program_id(1)
     cols = col_block * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -131,6 +156,8 @@ def key_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, LSE, ROW_GRAD, KEY_GRAD, LOG_
         log_q = tl.load(LOG_Q + cols, mask=col_ok, other=0.0)
     if HAS_IDS:
         key_ids = tl.load(KEY_IDS + cols, mask=col_ok, other=0)
+    if HAS_GROUPS:
+        col_groups = tl.load(COL_GROUPS + cols, mask=col_ok, other=0)
     grad_k = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     grad_log_q = tl.zeros([BLOCK_N], dtype=tl.float32)
 
@@ -154,7 +181,13 @@ def key_pass(Q, K, LOG_Q, KEY_IDS, ROW_IDS, INV_T, LSE, ROW_GRAD, KEY_GRAD, LOG_
         if HAS_IDS:
             row_ids = tl.load(ROW_IDS + rows, mask=row_ok, other=0)
             keep = keep & (key_ids[:, None] != row_ids[None, :])
-        g = tl.where(keep, tl.exp(s - lse[None, :]) * row_grad[None, :], 0.0)
+        if HAS_GROUPS:
+            row_groups = tl.load(ROW_GROUPS + rows, mask=row_ok, other=0)
+            keep = keep & (col_groups[:, None] != row_groups[None, :])
+        g = tl.exp(s - lse[None, :]) * row_grad[None, :]
+        if HAS_SUM_GRAD:   # + the kept scores' sum's cotangent on every kept pair (label smoothing)
+            g += tl.load(SUM_GRAD + rows, mask=row_ok, other=0.0)[None, :]
+        g = tl.where(keep, g, 0.0)
         if RESCALE:   # float16: scale each candidate's entries to at most 1 so small ones do not underflow
             scale = tl.max(tl.abs(g), 1)
             scale = tl.where(scale > 0.0, scale, 1.0)

@@ -14,7 +14,9 @@ loss 0 and zero gradient. Works eagerly, under
 ``torch.autocast`` the chunks' products take the autocast dtype (float32 inputs cast to it, as autocast casts
 the materialised path's ``[B, M]`` product, results in float32) and the rest of the Function, forward and
 backward, runs with autocast off: the same scores as the materialised path, whatever region the backward
-runs in.
+runs in. With ``sums=True`` the forward also returns each row's sum of kept scores and their number (label
+smoothing), whose gradient the backward adds chunk by chunk (``dq += G k``, ``dk = G^T q`` with ``G = g_sum``
+where kept).
 See :func:`recloss.kernels.softmax.streaming_row_losses` for the arguments.
 """
 
@@ -42,14 +44,19 @@ def _flatten(sources: tuple, row_ids: Any) -> tuple[tuple, list]:
                 return index
         tensors.append(t)
         return len(tensors) - 1
-    layout = tuple((position(keys), position(log_q), position(ids), None if diagonal is None else int(diagonal))
+    def own(diagonal: Any) -> Any:   # an offset stays an int; query groups become their tensors' positions
+        if isinstance(diagonal, tuple):
+            return tuple(position(groups) for groups in diagonal)
+        return None if diagonal is None else int(diagonal)
+    layout = tuple((position(keys), position(log_q), position(ids), own(diagonal))
                    for keys, log_q, ids, diagonal in sources)
     return layout, tensors
 
 
-def _unflatten(layout: tuple, tensors: tuple) -> list[tuple[Any, Any, Any, bool]]:
+def _unflatten(layout: tuple, tensors: tuple) -> list[tuple[Any, Any, Any, Any]]:
     pick = lambda index: None if index is None else tensors[index]  # noqa: E731
-    return [(pick(keys), pick(log_q), pick(ids), diagonal) for keys, log_q, ids, diagonal in layout]
+    return [(pick(keys), pick(log_q), pick(ids), tuple(map(pick, diagonal)) if isinstance(diagonal, tuple)
+             else diagonal) for keys, log_q, ids, diagonal in layout]
 
 
 def _product(a: torch.Tensor, b: torch.Tensor, buffer: torch.Tensor | None = None,
@@ -84,7 +91,10 @@ def _chunk_scores(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, dia
     scores = _product(q, keys[start:stop].transpose(0, 1), buffer, low)
     if log_q is not None:
         scores = scores.sub_(log_q[start:stop])
-    if _crosses_diagonal(diagonal, q.shape[0], start, stop):
+    if isinstance(diagonal, tuple):   # query groups: every column of the row's query
+        row_groups, column_groups = diagonal
+        scores = scores.masked_fill_(row_groups[:, None] == column_groups[start:stop][None, :], _NEG_INF)
+    elif _crosses_diagonal(diagonal, q.shape[0], start, stop):
         rows = torch.arange(diagonal, diagonal + q.shape[0], device=q.device)
         cols = torch.arange(start, stop, device=q.device)
         scores = scores.masked_fill_(rows[:, None] == cols[None, :], _NEG_INF)
@@ -98,6 +108,37 @@ def _crosses_diagonal(diagonal: int | None, rows: int, start: int, stop: int) ->
     return diagonal is not None and start < diagonal + rows and diagonal < stop
 
 
+def _kept(diagonal: Any, ids: Any, row_ids: Any, rows: int, start: int, stop: int, device: Any) -> Any:
+    """``[rows, stop - start]``: True where a candidate of the chunk is kept, from the ids and the row's own
+    columns alone (no product); None where every candidate is kept."""
+    removed = None
+    if isinstance(diagonal, tuple):
+        row_groups, column_groups = diagonal
+        removed = row_groups[:, None] == column_groups[start:stop][None, :]
+    elif _crosses_diagonal(diagonal, rows, start, stop):
+        removed = (torch.arange(diagonal, diagonal + rows, device=device)[:, None]
+                   == torch.arange(start, stop, device=device)[None, :])
+    if ids is not None:
+        same = row_ids[:, None] == ids[start:stop][None, :]
+        removed = same if removed is None else removed | same
+    return None if removed is None else ~removed
+
+
+def _kept_sums(scores: torch.Tensor, kept: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum of the kept scores of each row of a chunk and their number (``scores`` before exponentiation)."""
+    if kept is None:
+        return scores.sum(1), scores.new_full(scores.shape[:1], float(scores.shape[1]))
+    return torch.where(kept, scores, 0.0).sum(1), kept.sum(1, dtype=scores.dtype)
+
+
+def _sum_grads(grad_sum: torch.Tensor, kept: Any, q: torch.Tensor, chunk_keys: torch.Tensor) -> tuple:
+    """The gradients of ``sum of the kept s_c`` with cotangent ``grad_sum`` over one chunk: ``(dq [B, D], dk
+    [C, D], d log_q [C])``, ``G = grad_sum`` where kept, else 0."""
+    weights = grad_sum[:, None].expand(-1, chunk_keys.shape[0]) if kept is None else torch.where(
+        kept, grad_sum[:, None], 0.0)
+    return weights @ chunk_keys, weights.transpose(0, 1) @ q, -weights.sum(0)
+
+
 def _chunk_scores_t(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, diagonal: int | None, row_ids: Any,
                     start: int, stop: int, buffer: torch.Tensor | None = None,
                     low: torch.dtype | None = None) -> torch.Tensor:
@@ -107,7 +148,10 @@ def _chunk_scores_t(q: torch.Tensor, keys: torch.Tensor, log_q: Any, ids: Any, d
     scores = _product(keys[start:stop], q.transpose(0, 1), buffer, low)
     if log_q is not None:
         scores = scores.sub_(log_q[start:stop, None])
-    if _crosses_diagonal(diagonal, q.shape[0], start, stop):
+    if isinstance(diagonal, tuple):
+        row_groups, column_groups = diagonal
+        scores = scores.masked_fill_(column_groups[start:stop][:, None] == row_groups[None, :], _NEG_INF)
+    elif _crosses_diagonal(diagonal, q.shape[0], start, stop):
         rows = torch.arange(diagonal, diagonal + q.shape[0], device=q.device)
         cols = torch.arange(start, stop, device=q.device)
         scores = scores.masked_fill_(cols[:, None] == rows[None, :], _NEG_INF)
@@ -137,36 +181,41 @@ MAX_STORED_CHUNKS = 8
 class _StreamingRows(torch.autograd.Function):
     generate_vmap_rule = True     # torch.func.vmap runs the forward and backward per batch element
     @staticmethod
-    def forward(layout: tuple, chunk: int, store_bytes: int, low: torch.dtype | None, q: torch.Tensor,
+    def forward(layout: tuple, chunk: int, store_bytes: int, low: torch.dtype | None, sums: bool, q: torch.Tensor,
                 s_pos: torch.Tensor, *tensors: Any) -> tuple:
         with _own_precision(q):
-            return _forward(layout, chunk, store_bytes, low, q, s_pos, tensors)
+            return _forward(layout, chunk, store_bytes, low, sums, q, s_pos, tensors)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        layout, chunk, store_bytes, low, q, s_pos, *tensors = inputs
-        _, row_max, log_total, *stored = output
-        ctx.layout, ctx.chunk, ctx.store_bytes, ctx.low = layout, chunk, store_bytes, low
+        layout, chunk, store_bytes, low, sums, q, s_pos, *tensors = inputs
+        _, row_max, log_total, score_sum, count, *stored = output
+        ctx.layout, ctx.chunk, ctx.store_bytes, ctx.low, ctx.sums = layout, chunk, store_bytes, low, sums
         ctx.num_stored, ctx.has_row_ids = len(stored), tensors[0] is not None
         ctx.save_for_backward(q, s_pos, row_max, log_total, *stored, *tensors[ctx.has_row_ids ^ 1:])
-        ctx.mark_non_differentiable(row_max, log_total, *stored)
+        ctx.mark_non_differentiable(row_max, log_total, count, *stored, *(() if sums else (score_sum,)))
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, *_unused: Any) -> tuple:
+    def backward(ctx: Any, grad: torch.Tensor, _row_max: Any, _log_total: Any, grad_sum: Any,
+                 *_unused: Any) -> tuple:
+        grad_sum = grad_sum if ctx.sums else None
         with _own_precision(grad):
             if torch.is_grad_enabled():   # create_graph=True: this backward will itself be differentiated
-                return _differentiable_backward(ctx, grad)
-            return _backward(ctx, grad)
+                return _differentiable_backward(ctx, grad, grad_sum)
+            return _backward(ctx, grad, grad_sum)
 
 
-def _forward(layout: tuple, chunk: int, store_bytes: int, low: torch.dtype | None, q: torch.Tensor,
+def _forward(layout: tuple, chunk: int, store_bytes: int, low: torch.dtype | None, sums: bool, q: torch.Tensor,
              s_pos: torch.Tensor, tensors: tuple) -> tuple:
-    """The forward of :class:`_StreamingRows`: ``(rows, m, log1p(r), *stored chunks)``."""
+    """The forward of :class:`_StreamingRows`: ``(rows, m, log1p(r), kept scores' sum, their number, *stored
+    chunks)`` (the sum and number empty without ``sums``)."""
     row_ids, sources = tensors[0], _unflatten(layout, tensors)
     plan = _plan(layout, [keys.shape[0] for keys, *_ in sources], chunk, q.shape[0], q.element_size(),
                  store_bytes)
     row_max = s_pos.detach().clone()      # m: one maximal candidate so far (the positive first)
     rest = torch.zeros_like(row_max)      # r: sum of exp(s - m) over every other candidate so far
+    score_sum = torch.zeros_like(row_max) if sums else row_max.new_zeros(0)   # kept s_c (label smoothing)
+    count = torch.zeros_like(row_max) if sums else row_max.new_zeros(0)
     stored = []
     compiling = torch.compiler.is_compiling()
     buffer = _scratch(q, chunk, low) if not all(keep for *_, keep in plan) else None
@@ -177,6 +226,10 @@ def _forward(layout: tuple, chunk: int, store_bytes: int, low: torch.dtype | Non
         q_in = q + (rest[:, None] * 0.0) if compiling else q
         scores = _chunk_scores(q_in, keys, log_q, ids, diagonal, row_ids, start, stop,
                                None if keep else buffer, low)   # a kept chunk's weights outlive the loop
+        if sums:
+            chunk_sum, chunk_count = _kept_sums(scores, _kept(diagonal, ids, row_ids, q.shape[0], start, stop,
+                                                              q.device))
+            score_sum, count = score_sum + chunk_sum, count + chunk_count
         chunk_max, top = scores.max(1)
         bigger = chunk_max > row_max
         new_max = torch.where(bigger, chunk_max, row_max)
@@ -190,11 +243,12 @@ def _forward(layout: tuple, chunk: int, store_bytes: int, low: torch.dtype | Non
         if keep:
             stored += [weights.scatter_(1, top, top_weight), new_max]
     log_total = torch.log1p(rest)         # log(sum over all candidates of exp(s - m))
-    return ((row_max - s_pos) + log_total, row_max, log_total, *stored)
+    return ((row_max - s_pos) + log_total, row_max, log_total, score_sum, count, *stored)
 
 
-def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
-    """The backward of :class:`_StreamingRows` (first order: nothing recorded)."""
+def _backward(ctx: Any, grad: torch.Tensor, grad_sum: Any) -> tuple:
+    """The backward of :class:`_StreamingRows` (first order: nothing recorded); ``grad_sum``: the cotangent of
+    the kept scores' sum, or None."""
     q, s_pos, row_max, log_total, *rest = ctx.saved_tensors
     stored, rest = rest[:ctx.num_stored], rest[ctx.num_stored:]
     tensors = tuple(rest) if ctx.has_row_ids else (None, *rest)
@@ -212,16 +266,22 @@ def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
     grad_log_q: list[Any] = [None if log_q is None else [] for _, log_q, _, _ in sources]
     low = ctx.low
     buffer = _scratch(q, ctx.chunk, low) if not all(keep for *_, keep in plan) else None
+    grad_q_sums = None
     for index, start, stop, keep in plan:
         keys, log_q, ids, diagonal = sources[index]
         chunk_keys = keys[start:stop]
+        if grad_sum is not None:   # label smoothing: the kept scores' sum, added to this chunk's pieces
+            sums_q, sums_keys, sums_log_q = _sum_grads(grad_sum, _kept(diagonal, ids, row_ids, q.shape[0], start,
+                                                                       stop, q.device), q, chunk_keys)
+            grad_q_sums = sums_q if grad_q_sums is None else grad_q_sums + sums_q
         if keep:   # exp(s - m_c) from the forward: rescale the rows by exp(m_c - m) on the [B, D] side
             weights, chunk_max = stored[0], stored[1]
             stored = stored[2:]
             factor = torch.exp(chunk_max - row_max)
             grad_q.add_(_product(weights, chunk_keys, low=low).mul_(factor[:, None]))
-            row_scale = scale * factor
             grad_keys[index].append(_product(weights.transpose(0, 1), scaled_q * factor[:, None], low=low))
+            if grad_log_q[index] is not None:
+                grad_log_q[index].append(-((scale * factor) @ weights))
         else:      # recompute, transposed: E^T = exp(s - m)^T, [chunk, B], 0 where removed
             q_in = q + (grad_q[:, :1] * 0.0) if compiling else q     # one chunk at a time (see forward)
             weights_t = _chunk_scores_t(q_in, keys, log_q, ids, diagonal, row_ids, start, stop, buffer, low)
@@ -233,9 +293,10 @@ def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
             grad_keys[index].append(_product(weights_t, scaled_q, low=low))
             if grad_log_q[index] is not None:
                 grad_log_q[index].append(-(weights_t @ scale))
-            continue
-        if grad_log_q[index] is not None:
-            grad_log_q[index].append(-(row_scale @ weights))
+        if grad_sum is not None:
+            grad_keys[index][-1] = grad_keys[index][-1] + sums_keys
+            if grad_log_q[index] is not None:
+                grad_log_q[index][-1] = grad_log_q[index][-1] + sums_log_q
     grads: list[Any] = [None] * len(tensors)          # row_ids and ids: no gradient
     grad_keys = [_join(pieces, keys) for pieces, (keys, *_) in zip(grad_keys, sources)]
     grad_log_q = [None if pieces is None else _join(pieces, log_q)
@@ -244,7 +305,9 @@ def _backward(ctx: Any, grad: torch.Tensor) -> tuple:
         grads[keys_at] = grad_k if grads[keys_at] is None else grads[keys_at] + grad_k
         if log_q_at is not None:
             grads[log_q_at] = grad_l if grads[log_q_at] is None else grads[log_q_at] + grad_l
-    return (None, None, None, None, grad_q * scale[:, None], grad_s_pos, *grads)
+    grad_q = grad_q * scale[:, None]
+    return (None, None, None, None, None, grad_q if grad_q_sums is None else grad_q + grad_q_sums, grad_s_pos,
+            *grads)
 
 
 def _saved(ctx: Any) -> tuple:
@@ -273,7 +336,7 @@ def _log_sum_exp(q: torch.Tensor, s_pos: torch.Tensor, sources: list, row_ids: A
     return row_max, torch.log1p(rest)
 
 
-def _differentiable_backward(ctx: Any, grad: torch.Tensor) -> tuple:
+def _differentiable_backward(ctx: Any, grad: torch.Tensor, grad_sum: Any = None) -> tuple:
     """The backward written in ordinary differentiable operations (with ``create_graph=True``, and under
     ``torch.func`` transforms), so that autograd can differentiate it again: Hessians, gradient penalties,
     meta-learning. ``P = exp(s - logsumexp)`` chunk by chunk; autograd then keeps every chunk (the memory of
@@ -290,6 +353,8 @@ def _differentiable_backward(ctx: Any, grad: torch.Tensor) -> tuple:
             stop = min(start + ctx.chunk, keys.shape[0])
             scores = _chunk_scores(q, keys, log_q, ids, diagonal, row_ids, start, stop, low=ctx.low)
             weighted = torch.exp(scores - log_norm[:, None]) * grad[:, None]     # g P, 0 where removed
+            if grad_sum is not None:   # + g_sum where kept: the gradient of the kept scores' sum
+                weighted = weighted + torch.where(scores != _NEG_INF, grad_sum[:, None], 0.0)
             grad_q = grad_q + _product(weighted, keys[start:stop], low=ctx.low)
             key_grads.append(_product(weighted.transpose(0, 1), q, low=ctx.low))
             log_q_grads.append(-weighted.sum(0))
@@ -299,7 +364,7 @@ def _differentiable_backward(ctx: Any, grad: torch.Tensor) -> tuple:
             grad_log_q = torch.cat(log_q_grads, 0) if log_q_grads else torch.zeros_like(log_q)
             grads[log_q_at] = grad_log_q if grads[log_q_at] is None else grads[log_q_at] + grad_log_q
     grad_s_pos = grad * torch.expm1((s_pos - row_max) - log_total)               # p_pos - 1, exact near 0
-    return (None, None, None, None, grad_q, grad_s_pos, *grads)
+    return (None, None, None, None, None, grad_q, grad_s_pos, *grads)
 
 
 def _join(pieces: list, like: torch.Tensor) -> torch.Tensor:
@@ -309,12 +374,15 @@ def _join(pieces: list, like: torch.Tensor) -> torch.Tensor:
 
 
 def streaming_row_losses(q: torch.Tensor, s_pos: torch.Tensor, sources: tuple, row_ids: Any, chunk: int,
-                         store_bytes: int = 0) -> torch.Tensor:
-    """Row losses ``[B]`` of the streaming softmax (see the module docstring)."""
+                         store_bytes: int = 0, sums: bool = False) -> Any:
+    """Row losses ``[B]`` of the streaming softmax (see the module docstring); with ``sums``, ``(rows,
+    score_sum, count)``."""
     layout, tensors = _flatten(sources, row_ids)
     if torch.compiler.is_compiling():
         store_bytes = 0   # dynamo (torch 2.13) fails on a Function's extra saved outputs: recompute every chunk
-    return _StreamingRows.apply(layout, int(chunk), int(store_bytes), _autocast_dtype(q), q, s_pos, *tensors)[0]
+    out = _StreamingRows.apply(layout, int(chunk), int(store_bytes), _autocast_dtype(q), bool(sums), q, s_pos,
+                               *tensors)
+    return (out[0], out[3], out[4]) if sums else out[0]
 
 
 def _autocast_dtype(q: torch.Tensor) -> torch.dtype | None:

@@ -64,6 +64,7 @@ class Ops(Protocol):
     def positions(self, x: Any) -> Any: ...              # arange(x.shape[-1]) as floats of x's dtype
     def recompute(self, fn: Any) -> Any: ...             # fn(x) whose backward recomputes fn (a checkpoint)
     def cumlogsumexp_reverse(self, x: Any) -> Any: ...   # [B, L] -> logsumexp(x[:, i:]) for every i (stable)
+    def cumsum(self, x: Any) -> Any: ...                 # [B, L] -> sum(x[:, :i + 1]) for every i
     # Optional. Cross-device negatives (the ``gather`` option): the collectives over one group of workers,
     # loaded only when used; see :class:`recloss.kernels.distributed.Collectives`.
     # def collectives(self, loss: str, gather: Any) -> Collectives: ...

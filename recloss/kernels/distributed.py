@@ -93,8 +93,8 @@ class Columns:
 
     ``in_batch`` ``[M, D]`` (the positives used as in-batch negatives), its ``in_batch_log_q`` ``[M]`` and
     ``in_batch_ids`` ``[M]``; ``offset``, the column of local row 0's own positive among them; ``neg``
-    (``[N, D]`` shared, gathered; or ``[B, K, D]`` per row, local) with ``neg_log_q`` and ``neg_ids``.
-    Absent pieces are None.
+    (``[N, D]`` shared, gathered; or ``[B, K, D]`` per row, local) with ``neg_log_q`` and ``neg_ids``;
+    ``in_batch_query_ids`` ``[M]``, the query id of each in-batch column's row. Absent pieces are None.
     """
 
     in_batch: Any = None
@@ -104,6 +104,7 @@ class Columns:
     neg: Any = None
     neg_log_q: Any = None
     neg_ids: Any = None
+    in_batch_query_ids: Any = None
 
 
 def gather_rows(ops: Ops, comm: Collectives | None, groups: Sequence[Sequence[Any]]) -> tuple[list[list[Any]], list[Any]]:
@@ -127,16 +128,18 @@ def gather_rows(ops: Ops, comm: Collectives | None, groups: Sequence[Sequence[An
 
 def candidate_columns(ops: Ops, comm: Collectives | None, *, in_batch: Any = None, in_batch_log_q: Any = None,
                       in_batch_ids: Any = None, neg: Any = None, neg_log_q: Any = None, neg_ids: Any = None,
-                      shared: bool = True) -> Columns:
+                      shared: bool = True, in_batch_query_ids: Any = None) -> Columns:
     """The :class:`Columns` of the retrieval softmax: the in-batch sources and the shared ``[N, D]``
     negatives (``shared``) gathered from every worker (with ``comm``); per-row ``[B, K, D]`` negatives stay
     local."""
     shared = shared and neg is not None
     (batch_part, neg_part), (offset, _) = gather_rows(
-        ops, comm, [[in_batch, in_batch_log_q, in_batch_ids], [neg, neg_log_q, neg_ids] if shared else []])
+        ops, comm, [[in_batch, in_batch_log_q, in_batch_ids, in_batch_query_ids],
+                    [neg, neg_log_q, neg_ids] if shared else []])
     if not shared:
         neg_part = [neg, neg_log_q, neg_ids]
-    return Columns(*batch_part, offset, *neg_part)
+    *batch_part, batch_query_ids = batch_part
+    return Columns(*batch_part, offset, *neg_part, in_batch_query_ids=batch_query_ids)
 
 
 def reduce_global_rows(ops: Ops, comm: Collectives, row_loss: Any, sample_weight: Any, reduction: str,

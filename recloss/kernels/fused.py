@@ -10,10 +10,14 @@ offers it through two ``Ops`` methods:
     None where the kernels can run on these tensors, else ``(kind, what)``: kind ``"device"``, ``"package"``
     (triton missing), ``"conflict"`` (TensorFlow imported before triton) or, for ``"auto"`` only, another
     reason not to pick the path (e.g. ``torch.compile`` tracing).
-``fused_row_losses(q, s_pos, sources, row_ids, temperature, name, interpret)``
+``fused_row_losses(q, s_pos, sources, row_ids, temperature, name, interpret, sums)``
     the row losses ``(m - s_pos) + log1p(r)``, ``[B]`` float32, from the queries ``q [B, D]`` in their own
     dtype, the positive scores ``s_pos = q . p / T - log_q_pos`` (float32, differentiable: computed here with
-    the backend's ops), and per source ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude_diagonal)``.
+    the backend's ops), and per source ``(keys [M, D], log_q [M] | None, ids [M] | None, exclude)``: ``exclude``
+    True removes column ``i`` from row ``i`` (the row's own positive), a pair ``(row_groups [B], column_groups
+    [M])`` (``query_ids``) every column whose group equals the row's. With ``sums=True`` (label smoothing) it
+    returns ``(rows, score_sum, count)``: the sum of the kept candidates' scores (differentiable) and their
+    number, as the streaming op does (:func:`recloss.kernels.softmax.streaming_row_losses`).
 
 ``"auto"`` picks the path on a GPU wherever it applies (any size): float16, bfloat16 or float32 inputs, in-batch
 or shared negatives, no ``num_hard_negatives``, ``pos_ids`` and ``neg_ids`` (if both are given) of one dtype (the
@@ -129,9 +133,26 @@ def part_row_losses(ops: Ops, bound: Bound, implementation: str, rows: Any, s_po
     return _rows(ops, bound, rows, s_pos, [(keys, log_q, ids, False)], row_ids, temperature)
 
 
-def _rows(ops: Ops, bound: Bound, q: Any, s_pos: Any, sources: list, row_ids: Any, temperature: Any) -> Any:
-    return ops.fused_row_losses(q, s_pos, tuple(sources), row_ids, temperature, name=bound.spec.name,
-                                interpret=INTERPRET)
+def _rows(ops: Ops, bound: Bound, q: Any, s_pos: Any, sources: list, row_ids: Any, temperature: Any,
+          label_smoothing: float = 0.0, z_loss: float = 0.0) -> Any:
+    """The fused rows, with label smoothing and the z-loss (:func:`recloss.kernels.softmax.regularized_rows`)."""
+    from recloss.kernels.softmax import regularized_rows
+
+    if not label_smoothing:
+        rows = ops.fused_row_losses(q, s_pos, tuple(sources), row_ids, temperature, name=bound.spec.name,
+                                    interpret=INTERPRET)
+        return regularized_rows(ops, rows, s_pos, None, None, 0.0, z_loss)
+    rows, score_sum, count = ops.fused_row_losses(q, s_pos, tuple(sources), row_ids, temperature,
+                                                  name=bound.spec.name, interpret=INTERPRET, sums=True)
+    return regularized_rows(ops, rows, s_pos, count * s_pos - score_sum, count, label_smoothing, z_loss)
+
+
+def _own(row_ids: Any, query_ids: Any) -> Any:
+    """The in-batch source's ``exclude``: the row's query group with ``query_ids``, else the diagonal unless the
+    ids remove it anyway."""
+    if query_ids is not None:
+        return query_ids, query_ids
+    return row_ids is None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -140,7 +161,8 @@ def _rows(ops: Ops, bound: Bound, q: Any, s_pos: Any, sources: list, row_ids: An
 
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
-                         neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any, reduction: str,
+                         neg_ids: Any, query_ids: Any = None, num_hard_negatives: int | None,
+                         label_smoothing: float = 0.0, z_loss: float = 0.0, sample_weight: Any, reduction: str,
                          implementation: str = "auto", product_precision: str = "input") -> Any:
     in_batch = (neg_emb is None) if in_batch is None else in_batch
     if num_hard_negatives is not None or (neg_emb is not None and bound.form("neg_emb") != ("N", "D")):
@@ -162,24 +184,27 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         s_pos = s_pos - pos_q
     sources = []
     if in_batch:
-        sources.append((pos_emb, pos_q, pos_ids, pos_ids is None))
+        sources.append((pos_emb, pos_q, pos_ids, _own(pos_ids, query_ids)))
     if neg_emb is not None:
         sources.append((neg_emb, neg_q, neg_ids, False))
-    rows = _rows(ops, bound, query_emb, s_pos, sources, pos_ids, t)
+    rows = _rows(ops, bound, query_emb, s_pos, sources, pos_ids, t, float(label_smoothing), float(z_loss))
     return reduce_rows(ops, rows, weight, reduction, (query_emb, pos_emb, neg_emb, pos_q, neg_q))
 
 
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
-                                            temperature: Any, sample_weight: Any, reduction: str,
+                                            temperature: Any, label_smoothing: float = 0.0, z_loss: float = 0.0,
+                                            sample_weight: Any, reduction: str,
                                             implementation: str = "auto", product_precision: str = "input") -> Any:
     return sampled_softmax_loss(ops, bound, src_emb, pos_emb, neg_emb, temperature=temperature, in_batch=False,
                                 pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None,
-                                num_hard_negatives=None, sample_weight=sample_weight, reduction=reduction,
+                                num_hard_negatives=None, label_smoothing=label_smoothing, z_loss=z_loss,
+                                sample_weight=sample_weight, reduction=reduction,
                                 implementation=implementation, product_precision=product_precision)
 
 
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
-                  normalize: bool, ids: Any, sample_weight: Any, reduction: str, implementation: str = "auto",
+                  normalize: bool, ids: Any, query_ids: Any = None, label_smoothing: float = 0.0,
+                  z_loss: float = 0.0, sample_weight: Any, reduction: str, implementation: str = "auto",
                   product_precision: str = "input") -> Any:
     if not _chosen(ops, bound, implementation, (query_emb, key_emb)):
         return None
@@ -190,9 +215,11 @@ def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, tempe
         q, k = l2_normalize(ops, upcast(ops, bound, q)), l2_normalize(ops, upcast(ops, bound, k))
     t = scalar(ops, bound, temperature)
     s_pos = ops.rowdot(upcast(ops, bound, q), upcast(ops, bound, k)) / t
-    rows = _rows(ops, bound, q, s_pos, [(k, None, ids, ids is None)], ids, t)
+    regularizers = (float(label_smoothing), float(z_loss))
+    rows = _rows(ops, bound, q, s_pos, [(k, None, ids, _own(ids, query_ids))], ids, t, *regularizers)
     if symmetric:
-        rows = 0.5 * (rows + _rows(ops, bound, k, s_pos, [(q, None, ids, ids is None)], ids, t))
+        rows = 0.5 * (rows + _rows(ops, bound, k, s_pos, [(q, None, ids, _own(ids, query_ids))], ids, t,
+                                   *regularizers))
     return reduce_rows(ops, rows, upcast(ops, bound, sample_weight), reduction, (query_emb, key_emb))
 
 

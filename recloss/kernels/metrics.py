@@ -1,4 +1,4 @@
-"""The retrieval metrics (values only): ``ndcg``, ``mrr``, ``recall``, ``precision``, ``hit_rate``.
+"""The retrieval metrics (values only): ``ndcg``, ``mrr``, ``recall``, ``precision``, ``hit_rate``, ``map``, ``dcg``.
 
 Each list's top ``k`` valid items come from ``top_k`` (ties: the earlier item first), so a ``[B, N]`` score
 block against a whole catalogue costs a selection, never a sort of the row; the labels of the selected items
@@ -88,4 +88,23 @@ def hit_rate(ops: Ops, bound: Bound, scores: Any, labels: Any, *, k: int | None,
              reduction: str) -> Any:
     s, y, valid, w, kept, labels_at, retrieved = _prepare(ops, bound, scores, labels, mask, sample_weight, k)
     rows = ops.cast(_hits(ops, bound, labels_at, retrieved) > 0, bound.dtype)
+    return _finish(ops, rows, w, reduction, (s, y))
+
+
+def map(ops: Ops, bound: Bound, scores: Any, labels: Any, *, k: int | None, mask: Any,  # noqa: A001 - its name
+        sample_weight: Any, reduction: str) -> Any:
+    """Average precision at k: the precision at each retrieved relevant item's rank (``cumsum`` of the hits in
+    rank order over the rank), summed and divided by the list's number of relevant items (rax)."""
+    s, y, valid, w, kept, labels_at, retrieved = _prepare(ops, bound, scores, labels, mask, sample_weight, k)
+    hits = ops.cast(ops.logical_and(retrieved, labels_at >= RELEVANT), bound.dtype)
+    precisions = ops.cumsum(hits) / (ops.positions(hits) + 1.0)
+    relevant = count(ops, ops.logical_and(valid, y >= RELEVANT), bound.dtype, 1)
+    return _finish(ops, safe_divide(ops, ops.sum(hits * precisions, 1), relevant), w, reduction, (s, y))
+
+
+def dcg(ops: Ops, bound: Bound, scores: Any, labels: Any, *, k: int | None, mask: Any, sample_weight: Any,
+        reduction: str) -> Any:
+    """DCG at k: the numerator of :func:`ndcg`."""
+    s, y, valid, w, kept, labels_at, retrieved = _prepare(ops, bound, scores, labels, mask, sample_weight, k)
+    rows = ops.sum(gains(ops, labels_at) * discount(ops, ops.positions(labels_at) + 1.0), 1)
     return _finish(ops, rows, w, reduction, (s, y))

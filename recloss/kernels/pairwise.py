@@ -74,3 +74,23 @@ def triplet_margin_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_
 
 
 _distance = distance
+
+
+def gbce_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, num_items: int, t: float, neg_mask: Any,
+              sample_weight: Any, reduction: str) -> Any:
+    """gBCE: ``(beta softplus(-s_pos) + sum_kept softplus(s_k)) / (1 + K_i)``, ``beta = 1 - t (1 - alpha)``,
+    ``alpha = K / (num_items - 1)`` with K the number of negative columns (the sampling rate). The softplus form
+    is the paper's ``-log(sigmoid(s_pos)^beta)``, stable in every precision (half inputs computed in float32),
+    where gSASRec-pytorch transforms the positive logit in float64 with clamps."""
+    pos, neg, weight = (upcast(ops, bound, x) for x in (pos_logit, neg_logit, sample_weight))
+    num_neg = ops.size(neg, 1)
+    negatives = ops.to_float(num_neg, pos) if known_only_at_run_time(num_neg) else float(num_neg)
+    beta = 1.0 - float(t) * (1.0 - negatives / (int(num_items) - 1))
+    if neg_mask is None:
+        neg_terms, count = ops.softplus(neg), negatives
+    else:
+        neg = ops.where(neg_mask, neg, 0.0)   # removed entries may hold anything (inf, NaN)
+        neg_terms = ops.where(neg_mask, ops.softplus(neg), 0.0)
+        count = ops.sum(ops.cast(neg_mask, bound.dtype), 1)
+    rows = (beta * ops.softplus(-pos) + ops.sum(neg_terms, 1)) / (1.0 + count)
+    return reduce_rows(ops, rows, weight, reduction, (pos, neg))

@@ -21,8 +21,10 @@ from recloss.kernels.distributed import Columns, candidate_columns, collectives,
 
 
 def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperature: Any,
-                       pos_log_q: Any, neg_log_q: Any, num_hard_negatives: int | None) -> Any:
-    """Row losses ``logsumexp([s_pos, kept s_k]) - s_pos``, ``[B]``, in the order the catalogue documents.
+                       pos_log_q: Any, neg_log_q: Any, num_hard_negatives: int | None,
+                       label_smoothing: float = 0.0, z_loss: float = 0.0) -> Any:
+    """Row losses ``logsumexp([s_pos, kept s_k]) - s_pos``, ``[B]``, in the order the catalogue documents, with
+    label smoothing and z-loss (:func:`regularized_rows`) where asked.
 
     ``s = logit / temperature - log_q``; then candidates with ``keep`` False are removed; then only the
     ``num_hard_negatives`` largest remaining negatives are kept. Removed entries must already hold finite
@@ -39,7 +41,7 @@ def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temp
     num_neg = ops.size(s_neg, 1)
     static = not known_only_at_run_time(num_neg)
     if static and num_neg == 0:
-        return s_pos * 0.0
+        return regularized_rows(ops, s_pos * 0.0, s_pos, None, None, 0.0, z_loss)
     if num_hard_negatives is not None:
         if keep is not None:
             s_neg = ops.where(keep, s_neg, NEG_INF)
@@ -48,7 +50,36 @@ def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temp
         if keep is not None:
             keep = s_neg > NEG_INF
             s_neg = ops.where(keep, s_neg, 0.0)
-    return log1p_row_losses(ops, s_pos, s_neg, keep)
+    rows = log1p_row_losses(ops, s_pos, s_neg, keep)
+    if not label_smoothing:
+        return regularized_rows(ops, rows, s_pos, None, None, 0.0, z_loss)
+    gaps = s_pos[:, None] - s_neg
+    if keep is None:
+        return regularized_rows(ops, rows, s_pos, ops.sum(gaps, 1), ops.to_float(ops.size(s_neg, 1), rows),
+                                label_smoothing, z_loss)
+    return regularized_rows(ops, rows, s_pos, ops.sum(ops.where(keep, gaps, 0.0), 1),
+                            ops.sum(ops.cast(keep, dtype_name(rows.dtype)), 1), label_smoothing, z_loss)
+
+
+def regularized_rows(ops: Ops, rows: Any, s_pos: Any, gap_sum: Any, count: Any, label_smoothing: float,
+                     z_loss: float) -> Any:
+    """Softmax rows ``rows = lse - s_pos`` ``[B]`` with label smoothing ``eps`` and the z-loss ``c``:
+    ``rows + eps gap_sum / (1 + count) + c (rows + s_pos)^2``.
+
+    ``count`` is the number of the row's kept negatives and ``gap_sum`` the sum of ``s_pos - s_c`` over them:
+    ``(1 - eps)(lse - s_pos) + eps (lse - mean of the kept s, the positive included)`` is ``(lse - s_pos) +
+    eps (s_pos - mean)``, and ``s_pos - mean = gap_sum / (1 + count)``. ``lse = rows + s_pos`` is the row's
+    log-sum-exp. Returns ``rows`` itself where both are 0.
+    """
+    if not label_smoothing and not z_loss:
+        return rows
+    out = rows
+    if label_smoothing and gap_sum is not None:
+        out = out + label_smoothing * (gap_sum / (1.0 + count))
+    if z_loss:
+        lse = rows + s_pos
+        out = out + z_loss * (lse * lse)
+    return out
 
 
 def log1p_row_losses(ops: Ops, s_pos: Any, s_neg: Any, keep: Any) -> Any:
@@ -74,22 +105,26 @@ def log1p_row_losses(ops: Ops, s_pos: Any, s_neg: Any, keep: Any) -> Any:
 def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, implementation: str = "materialized",
-                         columns: Columns | None = None) -> Any:
+                         columns: Columns | None = None, query_ids: Any = None, label_smoothing: float = 0.0,
+                         z_loss: float = 0.0) -> Any:
     """Row losses of the embedding softmax: score the candidates, then :func:`softmax_row_losses`.
 
     The candidate columns are ``columns`` (gathered from every worker with the ``gather`` option, see
     :mod:`recloss.kernels.distributed`), by default the local ones: the in-batch ``pos_emb`` (row ``i``'s own
-    positive is column ``columns.offset + i``) and ``neg_emb``. With ``implementation`` ``"streaming"`` (or
-    ``"auto"`` at a large size) the rows come from :func:`streaming_row_losses` instead, which never
-    materialises the ``[B, B + N]`` block.
+    positive is column ``columns.offset + i``) and ``neg_emb``. With ``query_ids`` the in-batch columns whose
+    query id (``columns.in_batch_query_ids``) equals the row's are removed. With ``implementation``
+    ``"streaming"`` (or ``"auto"`` at a large size) the rows come from :func:`streaming_row_losses` instead, which
+    never materialises the ``[B, B + N]`` block.
     """
     shared = neg_emb is not None and bound.form("neg_emb") == ("N", "D")
     if columns is None:
-        columns = local_columns(ops, in_batch, pos_emb, pos_log_q, pos_ids, neg_emb, neg_log_q, neg_ids, shared)
+        columns = local_columns(ops, in_batch, pos_emb, pos_log_q, pos_ids, neg_emb, neg_log_q, neg_ids, shared,
+                                query_ids)
     streamed = streaming_row_losses(ops, bound, query_emb, pos_emb, neg_emb, temperature=temperature,
                                     in_batch=in_batch, pos_log_q=pos_log_q, neg_log_q=neg_log_q, pos_ids=pos_ids,
                                     neg_ids=neg_ids, num_hard_negatives=num_hard_negatives,
-                                    implementation=implementation, columns=columns)
+                                    implementation=implementation, columns=columns, query_ids=query_ids,
+                                    label_smoothing=label_smoothing, z_loss=z_loss)
     if streamed is not None:
         return streamed
     pos_logit = ops.rowdot(query_emb, pos_emb)
@@ -100,6 +135,8 @@ def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         keep = ops.not_equal(_shifted(rows, columns.offset)[:, None], ops.row_index(columns.in_batch)[None, :])
         if pos_ids is not None:
             keep = ops.logical_and(keep, ops.not_equal(pos_ids[:, None], columns.in_batch_ids[None, :]))
+        if query_ids is not None:
+            keep = ops.logical_and(keep, ops.not_equal(query_ids[:, None], columns.in_batch_query_ids[None, :]))
         blocks.append(scores)
         keeps.append(keep)
         log_qs.append(None if pos_log_q is None else columns.in_batch_log_q[None, :])
@@ -125,16 +162,17 @@ def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         log_q = None
     neg_logit = ops.concat(blocks, 1) if len(blocks) > 1 else blocks[0]
     return softmax_row_losses(ops, pos_logit, neg_logit, keep, temperature, pos_log_q, log_q,
-                              num_hard_negatives)
+                              num_hard_negatives, label_smoothing, z_loss)
 
 
 def local_columns(ops: Ops, in_batch: bool, pos_emb: Any, pos_log_q: Any, pos_ids: Any, neg_emb: Any,
-                  neg_log_q: Any, neg_ids: Any, shared: bool) -> Columns:
+                  neg_log_q: Any, neg_ids: Any, shared: bool, query_ids: Any = None) -> Columns:
     """The candidate columns of one device: the local positives (if ``in_batch``) and negatives."""
     if not in_batch:
-        pos_emb = pos_log_q = pos_ids = None
+        pos_emb = pos_log_q = pos_ids = query_ids = None
     return candidate_columns(ops, None, in_batch=pos_emb, in_batch_log_q=pos_log_q, in_batch_ids=pos_ids,
-                             neg=neg_emb, neg_log_q=neg_log_q, neg_ids=neg_ids, shared=shared)
+                             in_batch_query_ids=query_ids, neg=neg_emb, neg_log_q=neg_log_q, neg_ids=neg_ids,
+                             shared=shared)
 
 
 def _shifted(rows: Any, offset: Any) -> Any:
@@ -157,20 +195,24 @@ STREAMING_STORE_BYTES = 64 << 20
 def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, num_hard_negatives: int | None, implementation: str,
-                         columns: Columns | None = None) -> Any:
+                         columns: Columns | None = None, query_ids: Any = None, label_smoothing: float = 0.0,
+                         z_loss: float = 0.0) -> Any:
     """Row losses by the streaming path, or None where the materialised path is to be used.
 
-    The backend's ``ops.streaming_row_losses(q, s_pos, sources, row_ids, chunk, store_bytes)`` computes
+    The backend's ``ops.streaming_row_losses(q, s_pos, sources, row_ids, chunk, store_bytes, sums)`` computes
     ``(m - s_pos) + log(exp(s_pos - m) + sum_c kept exp(s_c - m))`` over chunks of candidate columns with a
     custom backward that recomputes each chunk's scores (or, when the whole block fits in
-    ``STREAMING_STORE_BYTES``, keeps the chunks' ``exp(s - m)`` from the forward: ``store_bytes``). ``q`` is ``query_emb / T`` (so the temperature's
-    gradient comes from autodiff), ``s_pos`` the positive score (kept out of the block), and each source is
-    ``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)``: a candidate ``c`` of row ``i`` is
-    removed where ``ids[c] == row_ids[i]`` or, where ``diagonal`` is not None, where ``c == diagonal + i``
-    (``diagonal`` is the offset of the row's own positive among the columns: 0 on one device, an int or a
-    scalar integer tensor with ``gather``). The keys are ``columns``' (gathered with ``gather``).
-    Falls back (None) for per-row ``[B, K, D]`` negatives, ``num_hard_negatives``, sizes unknown at trace
-    time, or a backend without the op.
+    ``STREAMING_STORE_BYTES``, keeps the chunks' ``exp(s - m)`` from the forward: ``store_bytes``). ``q`` is
+    ``query_emb / T`` (so the temperature's gradient comes from autodiff), ``s_pos`` the positive score (kept out
+    of the block), and each source is ``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)``: a
+    candidate ``c`` of row ``i`` is removed where ``ids[c] == row_ids[i]`` or where it is one of the row's own
+    columns, given by ``diagonal``: None (none), an offset (column ``diagonal + i``, the row's own positive: 0 on
+    one device, an int or a scalar integer tensor with ``gather``) or, with ``query_ids``, a pair ``(row_groups
+    [B], column_groups [M])`` (every column whose group equals the row's: the positives of the rows of the same
+    query, its own included). With ``sums=True`` (label smoothing) the op returns ``(rows, score_sum, count)``:
+    the sum of the kept candidates' scores ``s_c`` (differentiable) and their number (a constant), beside the
+    rows. The keys are ``columns``' (gathered with ``gather``). Falls back (None) for per-row ``[B, K, D]``
+    negatives, ``num_hard_negatives``, sizes unknown at trace time, or a backend without the op.
     """
     if implementation == "materialized" or num_hard_negatives is not None:
         return None
@@ -178,7 +220,8 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     if stream is None or (neg_emb is not None and bound.form("neg_emb") != ("N", "D")):
         return None
     if columns is None:
-        columns = local_columns(ops, in_batch, pos_emb, pos_log_q, pos_ids, neg_emb, neg_log_q, neg_ids, True)
+        columns = local_columns(ops, in_batch, pos_emb, pos_log_q, pos_ids, neg_emb, neg_log_q, neg_ids, True,
+                                query_ids)
     sizes = [ops.size(query_emb, 0)] + ([ops.size(columns.in_batch, 0)] if in_batch else []) + (
         [] if neg_emb is None else [ops.size(columns.neg, 0)])
     if any(known_only_at_run_time(size) for size in sizes):
@@ -190,7 +233,7 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     sources = []
     if in_batch:
         sources.append((upcast(ops, bound, columns.in_batch), columns.in_batch_log_q, columns.in_batch_ids,
-                        columns.offset if pos_ids is None else None))
+                        own_columns(columns, pos_ids, query_ids)))
     if neg_emb is not None:
         sources.append((upcast(ops, bound, columns.neg), columns.neg_log_q, columns.neg_ids, None))
     s_pos = ops.rowdot(query_emb, pos_emb) / temperature
@@ -198,7 +241,21 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         s_pos = s_pos - pos_log_q
     block_bytes = sizes[0] * sum(sizes[1:]) * (8 if bound.dtype == "float64" else 4)
     store_bytes = STREAMING_STORE_BYTES if block_bytes <= STREAMING_STORE_BYTES else 0
-    return stream(query_emb / temperature, s_pos, tuple(sources), pos_ids, STREAMING_CHUNK, store_bytes)
+    q = query_emb / temperature
+    if not label_smoothing:
+        rows = stream(q, s_pos, tuple(sources), pos_ids, STREAMING_CHUNK, store_bytes)
+        return regularized_rows(ops, rows, s_pos, None, None, 0.0, z_loss)
+    rows, score_sum, count = stream(q, s_pos, tuple(sources), pos_ids, STREAMING_CHUNK, store_bytes, sums=True)
+    return regularized_rows(ops, rows, s_pos, count * s_pos - score_sum, count, label_smoothing, z_loss)
+
+
+def own_columns(columns: Columns, pos_ids: Any, query_ids: Any) -> Any:
+    """The ``diagonal`` of the in-batch source (see :func:`streaming_row_losses`): the row's query group with
+    ``query_ids``; else its own positive's column offset, or None where ``pos_ids`` removes that column anyway
+    (a row's positive has the row's id)."""
+    if query_ids is not None:
+        return query_ids, columns.in_batch_query_ids
+    return columns.offset if pos_ids is None else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,8 +272,8 @@ def comparable_ids(ops: Ops, bound: Bound, pos_ids: Any, neg_ids: Any) -> tuple[
 
 
 def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_mask: Any, temperature: Any,
-                 pos_log_q: Any, neg_log_q: Any, num_hard_negatives: int | None, sample_weight: Any,
-                 reduction: str) -> Any:
+                 pos_log_q: Any, neg_log_q: Any, num_hard_negatives: int | None, label_smoothing: float = 0.0,
+                 z_loss: float = 0.0, sample_weight: Any, reduction: str) -> Any:
     pos, neg, pos_q, neg_q, weight = (upcast(ops, bound, x)
                                       for x in (pos_logit, neg_logit, pos_log_q, neg_log_q, sample_weight))
     if neg_mask is not None:
@@ -224,14 +281,15 @@ def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_
         # value nor any gradient (the temperature's included) can see them.
         neg, neg_q = (None if x is None else ops.where(neg_mask, x, 0.0) for x in (neg, neg_q))
     rows = softmax_row_losses(ops, pos, neg, neg_mask, scalar(ops, bound, temperature), pos_q, neg_q,
-                              num_hard_negatives)
+                              num_hard_negatives, float(label_smoothing), float(z_loss))
     return reduce_rows(ops, rows, weight, reduction, (pos, pos_q, neg, neg_q))
 
 
 @fused.path
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
-                         neg_ids: Any, num_hard_negatives: int | None, sample_weight: Any,
+                         neg_ids: Any, query_ids: Any = None, num_hard_negatives: int | None,
+                         label_smoothing: float = 0.0, z_loss: float = 0.0, sample_weight: Any,
                          reduction: str, implementation: str = "auto", product_precision: str = "input",
                          gather: Any = None, shard_negatives: Any = None) -> Any:
     q, p, n = product_operands(ops, bound, product_precision, query_emb, pos_emb, neg_emb)
@@ -239,7 +297,7 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     pos_ids, neg_ids = comparable_ids(ops, bound, pos_ids, neg_ids)
     in_batch = (neg_emb is None) if in_batch is None else in_batch
     inputs = dict(query_emb=query_emb, pos_emb=pos_emb, neg_emb=neg_emb, pos_log_q=pos_log_q, neg_log_q=neg_log_q,
-                  pos_ids=pos_ids, neg_ids=neg_ids, sample_weight=sample_weight)
+                  pos_ids=pos_ids, neg_ids=neg_ids, query_ids=query_ids, sample_weight=sample_weight)
     shards = collectives(ops, bound, shard_negatives, inputs, "shard_negatives")
     if shards is not None:   # the negatives are this worker's shard of one table: recloss.kernels.sharded
         rows = sharded.row_losses(ops, bound, shards, q, p, n, temperature=scalar(ops, bound, temperature),
@@ -255,17 +313,20 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         columns = candidate_columns(ops, comm, in_batch=p if in_batch else None,
                                     in_batch_log_q=pos_q if in_batch else None,
                                     in_batch_ids=pos_ids if in_batch else None,
+                                    in_batch_query_ids=query_ids if in_batch else None,
                                     neg=n, neg_log_q=neg_q, neg_ids=neg_ids, shared=shared)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature),
                                 in_batch=in_batch, pos_log_q=pos_q, neg_log_q=neg_q, pos_ids=pos_ids,
                                 neg_ids=neg_ids, num_hard_negatives=num_hard_negatives,
-                                implementation=implementation, columns=columns)
+                                implementation=implementation, columns=columns, query_ids=query_ids,
+                                label_smoothing=float(label_smoothing), z_loss=float(z_loss))
     return reduce_rows(ops, rows, weight, reduction, (*_guarded(ops, bound, q, p, n), pos_q, neg_q), comm)
 
 
 @fused.path
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
-                                            temperature: Any, sample_weight: Any, reduction: str,
+                                            temperature: Any, label_smoothing: float = 0.0, z_loss: float = 0.0,
+                                            sample_weight: Any, reduction: str,
                                             implementation: str = "auto", product_precision: str = "input",
                                             gather: Any = None, shard_negatives: Any = None) -> Any:
     q, p, n = product_operands(ops, bound, product_precision, src_emb, pos_emb, neg_emb)
@@ -282,27 +343,31 @@ def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any
     columns = None if comm is None else candidate_columns(ops, comm, neg=n)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature), in_batch=False,
                                 pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
-                                implementation=implementation, columns=columns)
+                                implementation=implementation, columns=columns,
+                                label_smoothing=float(label_smoothing), z_loss=float(z_loss))
     return reduce_rows(ops, rows, weight, reduction, _guarded(ops, bound, q, p, n), comm)
 
 
 @fused.path
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
-                  normalize: bool, ids: Any, sample_weight: Any, reduction: str,
+                  normalize: bool, ids: Any, query_ids: Any = None, label_smoothing: float = 0.0,
+                  z_loss: float = 0.0, sample_weight: Any, reduction: str,
                   implementation: str = "auto", product_precision: str = "input", gather: Any = None) -> Any:
     q, k = product_operands(ops, bound, product_precision, query_emb, key_emb)
     weight = upcast(ops, bound, sample_weight)
     if normalize:
         q, k = _normalized(ops, bound, q), _normalized(ops, bound, k)
     comm = collectives(ops, bound, gather, dict(query_emb=query_emb, key_emb=key_emb, ids=ids,
-                                                sample_weight=sample_weight))
+                                                query_ids=query_ids, sample_weight=sample_weight))
     keys_columns = queries_columns = None
     if comm is not None:   # every worker's keys (and, for the other direction, queries) as columns
-        ((all_k, all_q, all_ids),), (offset,) = gather_rows(ops, comm, [[k, q if symmetric else None, ids]])
-        keys_columns = Columns(all_k, None, all_ids, offset)
-        queries_columns = Columns(all_q, None, all_ids, offset)
+        ((all_k, all_q, all_ids, all_query_ids),), (offset,) = gather_rows(
+            ops, comm, [[k, q if symmetric else None, ids, query_ids]])
+        keys_columns = Columns(all_k, None, all_ids, offset, in_batch_query_ids=all_query_ids)
+        queries_columns = Columns(all_q, None, all_ids, offset, in_batch_query_ids=all_query_ids)
     common = dict(temperature=scalar(ops, bound, temperature), in_batch=True, pos_log_q=None, neg_log_q=None,
-                  pos_ids=ids, neg_ids=None, num_hard_negatives=None, implementation=implementation)
+                  pos_ids=ids, neg_ids=None, num_hard_negatives=None, implementation=implementation,
+                  query_ids=query_ids, label_smoothing=float(label_smoothing), z_loss=float(z_loss))
     rows = retrieval_row_losses(ops, bound, q, k, None, **common, columns=keys_columns)
     if symmetric:
         rows = 0.5 * (rows + retrieval_row_losses(ops, bound, k, q, None, **common, columns=queries_columns))

@@ -14,7 +14,8 @@ from recloss.losses import metrics, pairwise, ranking, softmax
 #: The losses (every entry has a gradient).
 CATALOGUE: dict[str, LossSpec] = {spec.name: spec for spec in (
     pairwise.SIGMOID_CROSS_ENTROPY, softmax.UNSUPERVISED_SOFTMAX, softmax.SOFTMAX, softmax.SAMPLED_SOFTMAX,
-    softmax.INFO_NCE, pairwise.BPR, pairwise.HINGE, pairwise.TRIPLET, *ranking.LOSSES)}
+    softmax.INFO_NCE, softmax.MULTI_POSITIVE, pairwise.BPR, pairwise.HINGE, pairwise.TRIPLET, pairwise.GBCE,
+    *ranking.LOSSES)}
 
 #: The metrics (``value_only``), public in :mod:`recloss.metrics`.
 METRICS: dict[str, LossSpec] = {spec.name: spec for spec in metrics.METRICS}

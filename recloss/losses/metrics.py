@@ -1,10 +1,11 @@
-"""The retrieval metrics' specs: ``ndcg``, ``mrr``, ``recall``, ``precision`` and ``hit_rate`` (values only).
+"""The retrieval metrics' specs: ``ndcg``, ``mrr``, ``recall``, ``precision``, ``hit_rate``, ``map`` and ``dcg``
+(values only).
 
 They take the ranking family's inputs (``scores`` ``[B, L]``, ``labels`` ``[B, L]``, ``mask``, ``sample_weight``,
 ``reduction``) and a cutoff ``k``; ``L`` may be a whole catalogue (a ``[B, N]`` retrieval score block with a
 few relevant items per row): only the top ``k`` of each row are selected (``top_k``), the row is never sorted.
 Ranks are 1-based over the valid items, by score, ties by position (the earlier item first). An item is
-*relevant* when its label is >= 1 (as in rax and TF-Ranking); NDCG uses the graded gain ``2^y - 1``.
+*relevant* when its label is >= 1 (as in rax and TF-Ranking); NDCG and DCG use the graded gain ``2^y - 1``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ CASES = (Case("whole list, no mask"), Case("k=3, mask, weights", {"mask": 0, "sa
          Case("k=1, mask, none", {"mask": 0}, {"k": 1, "reduction": "none"}))
 
 
+#: The metric each recloss metric agrees with (rax's, except hit rate).
+ANCHORS = {"map": "rax.ap_metric", "hit_rate": "TF-Ranking, metrics_impl.py::HitsMetric"}
+
+
 def _metric(name: str, summary: str, math: str, example: str) -> LossSpec:
     return LossSpec(
         name=name, summary=summary, math=math, args=(SCORES, LABELS, MASK, SAMPLE_WEIGHT), options=(K, REDUCTION),
         positional=("scores", "labels"), keywords=("k", "mask", "sample_weight", "reduction"), returns=RETURNS,
-        cases=CASES, example=example,
-        references=(f"rax.{name}_metric" if name != "hit_rate" else "TF-Ranking, metrics_impl.py::HitsMetric",),
-        value_only=True)
+        cases=CASES, example=example, references=(ANCHORS.get(name, f"rax.{name}_metric"),), value_only=True)
 
 
 NDCG = _metric(
@@ -56,4 +59,15 @@ HIT_RATE = _metric(
     "hit_rate = 1 if #{i in V: y_i >= 1, rank_i <= k} > 0 else 0",
     "recloss.metrics.hit_rate(scores, labels, k=10)")
 
-METRICS = (NDCG, MRR, RECALL, PRECISION, HIT_RATE)
+MAP = _metric(
+    "map", "Average precision at k (mean average precision over the lists), rax's definition.",
+    "AP@k = (1 / #{i in V: y_i >= 1}) sum_{i in V, y_i >= 1, rank_i <= k} precision@rank_i,  precision@r = "
+    "#{j in V: y_j >= 1, rank_j <= r} / r;  0 when the list has no relevant item (the denominator counts every "
+    "relevant item, retrieved or not)",
+    "recloss.metrics.map(scores, labels, k=10)")
+DCG = _metric(
+    "dcg", "Discounted cumulative gain at k (not normalised), rax's definition.",
+    "DCG@k = sum_{i in V, rank_i <= k} (2^y_i - 1) / log2(1 + rank_i)",
+    "recloss.metrics.dcg(scores, labels, k=10)")
+
+METRICS = (NDCG, MRR, RECALL, PRECISION, HIT_RATE, MAP, DCG)

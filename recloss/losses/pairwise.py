@@ -1,11 +1,11 @@
-"""The pairwise family's specs: ``sigmoid_cross_entropy_loss``, ``bpr_loss``, ``hinge_loss`` and
-``triplet_margin_loss``."""
+"""The pairwise family's specs: ``sigmoid_cross_entropy_loss``, ``bpr_loss``, ``hinge_loss``,
+``triplet_margin_loss`` and ``gbce_loss``."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from recloss._spec import Bound, Case, LossSpec, Option, tensor
+from recloss._spec import BOOL, REQUIRED, Bound, Case, LossSpec, Option, tensor
 from recloss._validate import fail
 from recloss.losses._shared import MARGIN, REDUCTION, RETURNS, SAMPLE_WEIGHT
 
@@ -95,4 +95,39 @@ TRIPLET = LossSpec(
            Case("cosine, K", {"neg_emb": 1}, {"distance": "cosine", "margin": 0.5})),
     example='loss = recloss.triplet_margin_loss(anchor, pos, neg, margin=0.2, distance="cosine")',
     references=("Schroff et al., FaceNet, CVPR 2015", "GraphLearn, nn/tf/loss.py (L1 and squared L2)"),
+)
+
+GBCE = LossSpec(
+    name="gbce_loss",
+    summary="gSASRec's generalised binary cross-entropy (gBCE): one positive and K sampled negatives per row, the "
+            "positive's probability raised to the power beta, which undoes the overconfidence that negative "
+            "sampling causes.",
+    math=("alpha = K / (num_items - 1);  beta = alpha (t (1 - 1 / alpha) + 1 / alpha) = 1 - t (1 - alpha);  "
+          "l_i = (beta softplus(-pos_i) + sum_{k kept} softplus(neg_ik)) / (1 + K_i),  K_i = the row's kept "
+          "negatives (K without neg_mask): -log(sigmoid(pos)^beta) and -log(1 - sigmoid(neg)) averaged over the "
+          "row's elements, as gSASRec-pytorch averages them"),
+    args=(tensor("pos_logit", "[B]", doc="Logit of each row's positive item."),
+          tensor("neg_logit", "[B, K]", doc="Logits of each row's K sampled negatives."),
+          tensor("neg_mask", "[B, K]", kind=BOOL, required=False, doc="True keeps a negative, False removes it "
+                 "exactly (no contribution to value or gradient; the row's mean is over its kept elements)."),
+          SAMPLE_WEIGHT),
+    options=(Option("num_items", REQUIRED, "item_count", annotation="int",
+                    doc="The number of items the negatives are sampled from (an integer >= 2): alpha = K / "
+                        "(num_items - 1) is the sampling rate. gSASRec-pytorch's training script passes its "
+                        "catalogue size minus one here: pass the same value to match it."),
+             Option("t", 0.75, "unit",
+                    doc="Calibration ``t`` in [0, 1]: 0 gives plain binary cross-entropy (beta = 1), 1 gives "
+                        "beta = alpha (gSASRec's default 0.75)."),
+             REDUCTION),
+    positional=("pos_logit", "neg_logit"),
+    keywords=("num_items", "t", "neg_mask", "sample_weight", "reduction"),
+    returns=RETURNS,
+    cases=(Case("plain, 100 items", {}, {"num_items": 100}),
+           Case("mask, t=0.5, weights", {"neg_mask": 0, "sample_weight": 0}, {"num_items": 10, "t": 0.5}),
+           Case("t=1 (beta = alpha), none", {}, {"num_items": 6, "t": 1.0, "reduction": "none"}),
+           Case("t=0 (binary cross-entropy), sum", {}, {"num_items": 50, "t": 0.0, "reduction": "sum"})),
+    example="loss = recloss.gbce_loss(pos_logit, neg_logit, num_items=3416, t=0.75)",
+    references=("Petrov and Macdonald, gSASRec: reducing overconfidence in sequential recommendation trained "
+                "with negative sampling, RecSys 2023",
+                "gSASRec-pytorch, train_gsasrec.py (the gBCE transform of the positive logit)"),
 )

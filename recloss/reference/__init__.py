@@ -15,10 +15,10 @@ from recloss.reference.softmax import graphlearn_softmax_cross_entropy
 
 REFERENCES: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     pairwise.sigmoid_cross_entropy_loss, softmax.softmax_loss, softmax.sampled_softmax_loss,
-    softmax.unsupervised_softmax_cross_entropy_loss, softmax.info_nce_loss, pairwise.bpr_loss, pairwise.hinge_loss,
-    pairwise.triplet_margin_loss, ranking.listwise_softmax_loss, ranking.poly1_softmax_loss, ranking.listmle_loss,
+    softmax.unsupervised_softmax_cross_entropy_loss, softmax.info_nce_loss, softmax.multi_positive_softmax_loss,
+    pairwise.bpr_loss, pairwise.hinge_loss, pairwise.triplet_margin_loss, pairwise.gbce_loss, ranking.listwise_softmax_loss, ranking.poly1_softmax_loss, ranking.listmle_loss,
     ranking.approx_ndcg_loss, ranking.pairwise_logistic_loss, ranking.pairwise_hinge_loss,
     ranking.pairwise_soft_zero_one_loss, ranking.pointwise_sigmoid_loss, metrics.ndcg, metrics.mrr,
-    metrics.recall, metrics.precision, metrics.hit_rate)}
+    metrics.recall, metrics.precision, metrics.hit_rate, metrics.map, metrics.dcg)}
 
 __all__ = ["REFERENCES", "graphlearn_softmax_cross_entropy", "metrics", "pairwise", "ranking", "softmax"]

@@ -49,6 +49,22 @@ def _hit_rate(s, y, k):
     return 1.0 if any(label >= 1 for label in _top(s, y, k)) else 0.0
 
 
+def _average_precision(s, y, k):
+    relevant = sum(1 for label in y if label >= 1)
+    if relevant == 0:
+        return 0.0
+    hits, total = 0, 0.0
+    for r, label in enumerate(_top(s, y, k)):
+        if label >= 1:
+            hits += 1
+            total += hits / (r + 1)       # precision at this relevant item's rank
+    return total / relevant
+
+
+def _dcg(s, y, k):
+    return sum(gain(label) * discount(r + 1) for r, label in enumerate(_top(s, y, k)))
+
+
 def ndcg(scores, labels, *, k=None, mask=None, sample_weight=None, reduction="mean"):
     return _metric(_ndcg, scores, labels, mask, k, sample_weight, reduction)
 
@@ -67,3 +83,11 @@ def precision(scores, labels, *, k=None, mask=None, sample_weight=None, reductio
 
 def hit_rate(scores, labels, *, k=None, mask=None, sample_weight=None, reduction="mean"):
     return _metric(_hit_rate, scores, labels, mask, k, sample_weight, reduction)
+
+
+def map(scores, labels, *, k=None, mask=None, sample_weight=None, reduction="mean"):  # noqa: A001 - the metric's name
+    return _metric(_average_precision, scores, labels, mask, k, sample_weight, reduction)
+
+
+def dcg(scores, labels, *, k=None, mask=None, sample_weight=None, reduction="mean"):
+    return _metric(_dcg, scores, labels, mask, k, sample_weight, reduction)

@@ -52,3 +52,15 @@ def triplet_margin_loss(src_emb, pos_emb, neg_emb, *, margin=1.0, distance="l2",
     d_neg = _distance(s[:, None, :], n, distance)
     rows = mean(np.maximum(0.0, margin + d_pos[:, None] - d_neg), axis=1)
     return reduce(rows, sample_weight, reduction, (s, p, n))
+
+
+def gbce_loss(pos_logit, neg_logit, *, num_items, t=0.75, neg_mask=None, sample_weight=None, reduction="mean"):
+    """gBCE as the paper writes it: -log(sigmoid(s_pos)^beta) - sum_k log(1 - sigmoid(s_k)), averaged over the
+    row's kept elements; log(sigmoid(x)) = -softplus(-x) and log(1 - sigmoid(x)) = -softplus(x)."""
+    pos, neg = f64(pos_logit), f64(neg_logit)
+    alpha = neg.shape[1] / (num_items - 1)
+    beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha) if alpha > 0 else 1.0 - t
+    keep = np.ones(neg.shape, bool) if neg_mask is None else np.asarray(neg_mask, bool)
+    rows = np.array([(beta * softplus(-pos[i]) + np.sum(softplus(neg[i][keep[i]]))) / (1 + np.sum(keep[i]))
+                     for i in range(pos.shape[0])], dtype=np.float64)
+    return reduce(rows, sample_weight, reduction, (pos, neg[keep]))
