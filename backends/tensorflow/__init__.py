@@ -200,15 +200,40 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
         if _higher_order([t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
             return kernel(bound, **arguments)
         key = (bound.signature, tuple(sorted(static.items())), kernels.settings())
-        function = cache.lookup(key, COMPILE_AFTER, lambda: tf.function(
-            lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static),
-            jit_compile=EAGER_COMPILE == "xla", autograph=False))
+        # The signature fixes which tensors are present: the compiled function takes them, then the numbers, as
+        # a flat list (a dict with absent entries costs TF's argument matching a few hundred microseconds).
+        names = tuple(name for name, value in tensors.items() if value is not None) + tuple(numbers_)
+        function = cache.lookup(key, COMPILE_AFTER, lambda: _compile(kernel, bound, names, static))
         if function is None:
             return kernel(bound, **arguments)
         with first_order_only():
-            return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
-                                      for k, v in numbers_.items()})
+            return function(*[tensors[name] for name in names[:len(names) - len(numbers_)]],
+                            *[_number(value, bound.dtype) for value in numbers_.values()])
     return run
+
+
+def _compile(kernel: Callable[..., Any], bound: Any, names: tuple, static: dict) -> Callable[..., Any]:
+    """``kernel`` as one ``tf.function`` of the tensors and numbers named by ``names`` (the absent tensors None)."""
+    absent = {name: None for name in bound.spec.tensor_names if name not in names}
+
+    def call(*values: Any) -> Any:
+        return kernel(bound, **dict(zip(names, values)), **absent, **static)
+    return tf.function(call, jit_compile=EAGER_COMPILE == "xla", autograph=False)
+
+
+_NUMBERS: dict[tuple, tf.Tensor] = {}
+
+
+def _number(value: Any, dtype: str) -> Any:
+    """A number option as a constant tensor of ``dtype`` (made once per value), a tensor as it is."""
+    if not isinstance(value, float):
+        return value
+    constant = _NUMBERS.get((value, dtype))
+    if constant is None:
+        if len(_NUMBERS) >= 256:
+            _NUMBERS.clear()
+        constant = _NUMBERS[(value, dtype)] = tf.constant(value, dtype)
+    return constant
 
 
 def _higher_order(tensors: list) -> bool:
