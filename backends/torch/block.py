@@ -17,13 +17,16 @@ candidate removed has ``lse = -inf`` and loss 0. ``lse`` comes from the softmax 
 ``P = softmax(s)`` holds ``1 / sum_k exp(s_k - m)`` at the row maximum ``m``, so ``lse = m - log(max_k P)``.
 
 The gradient is ``dl/ds = sigmoid(lse - s_pos) P`` and ``dl/ds_pos = -sigmoid(lse - s_pos)``; removed entries have
-``P = 0`` and so no gradient. Where the in-batch block holds the positives (``keys is pos``), ``s_pos`` is read
-off its diagonal instead of a separate row-wise product. Under ``create_graph=True`` the backward is recomputed
-from the inputs in ordinary differentiable operations, so second derivatives hold.
+``P = 0`` and so no gradient. ``s_pos = q_i . pos_i / T - pos_log_q_i`` is an elementwise row product, so that a
+NaN or an infinity in ``q`` or ``pos`` reaches the non-finite guard without a pass of its own; where the
+in-batch keys are ``pos`` itself, its gradient joins the backward's two products (``addmm``). Under
+``create_graph=True`` the backward is recomputed from the inputs in ordinary differentiable operations, so
+second derivatives hold.
 
-Eager autograd only: it returns None (the generic kernel then runs) under ``torch.compile`` (whose fused code
-of the generic kernel is as fast), ``torch.func`` transforms and forward-mode AD (an old-style Function has
-neither), for operands other than float32/float64, and for an empty block.
+Eager autograd only: :func:`ready` is False (the generic kernel then runs) while ``torch.compile`` traces (it
+fuses the generic kernel's operations itself), under ``torch.func`` transforms and forward-mode AD (an old-style
+Function has neither); :func:`block_loss` returns None for operands other than float32/float64 and for an
+empty block.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ _NEG_INF = float("-inf")
 _FLOATS = (torch.float32, torch.float64)
 
 
+def ready() -> bool:
+    """Whether the block operation can run now: eager autograd (not while ``torch.compile`` traces, not under
+    ``torch.func`` transforms or forward-mode AD)."""
+    return not (torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None
+                or forward_ad._current_level >= 0)
+
+
 def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: Any, sources: tuple,
                row_ids: Any, reduction: str) -> torch.Tensor | None:
     """The loss reduced by ``reduction`` (``"none"``: the rows ``[B]``), or None where this path does not apply.
@@ -45,8 +55,7 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
     ``temperature`` is a Python float or a 0-d tensor (then divided out here, so autograd gives its gradient);
     each source is ``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)``, as for the streaming path.
     """
-    if (torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None
-            or forward_ad._current_level >= 0 or q.dtype not in _FLOATS):
+    if not ready() or q.dtype not in _FLOATS:
         return None
     rows = q.shape[0]
     if rows == 0 or sum(keys.shape[0] for keys, *_ in sources) == 0 or not all(
@@ -141,6 +150,8 @@ class _BlockLoss(torch.autograd.Function):
         row_max = scores.amax(1, keepdim=True)
         probs = torch.softmax(scores, 1)
         empty = row_max == _NEG_INF if empty_possible else None
+        if empty is not None and empty.device.type == "cpu" and not empty.any():
+            empty = None          # (a check that would wait for the device elsewhere: there the fill runs anyway)
         x = row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)    # lse - s_pos, [B, 1]
         if empty is not None:   # no candidate left: lse = -inf (the softmax of such a row is NaN)
             probs.masked_fill_(empty, 0.0)
@@ -150,12 +161,13 @@ class _BlockLoss(torch.autograd.Function):
         ctx.layout, ctx.inv_t, ctx.reduction = layout, inv_t, reduction
         ctx.save_for_backward(q, pos, pos_log_q, row_ids, *flat, probs, x)
         # softplus(x) = log1p(exp(x)); above 40 it is x in float64 and float32 (exp(-40) / 40 < 2**-60).
-        losses = F.softplus(x, threshold=40.0).add_(dot, alpha=0.0)   # + dot * 0: NaN where dot is not finite
+        losses = F.softplus(x, threshold=40.0)
         others = _others_guard((pos_log_q, *flat), (q, pos))
-        if reduction == "none":
-            losses = losses.view(rows)
-            return losses if others is None else losses.add_(others)
-        total = losses.sum() if reduction == "sum" else losses.mean()
+        if reduction == "none":   # every row NaN where any input is not finite
+            guard = dot.mul(0.0).sum()
+            return losses.view(rows).add_(guard if others is None else guard.add_(others))
+        total = losses.add_(dot, alpha=0.0)      # + dot * 0: NaN where dot is not finite
+        total = total.sum() if reduction == "sum" else total.mean()
         return total if others is None else total.add_(others)
 
     @staticmethod
