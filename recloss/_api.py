@@ -16,7 +16,7 @@ import numpy as np
 from recloss._convert import convert_numpy
 from recloss._dispatch import framework_of, load_backend, resolve_backend
 from recloss._spec import LossSpec
-from recloss._validate import check_values, is_tensor_like, validate
+from recloss._validate import check_values, is_tensor_like, shape_of, validate
 
 Tensor = Any  #: a tf.Tensor, torch.Tensor, jax.Array or np.ndarray
 
@@ -73,9 +73,10 @@ def _remember(spec: LossSpec, backend: str | None, values: dict[str, Any], modul
             if value is None:
                 signature.append(None)
                 continue
-            if framework_of(value) in (None, "numpy") or not is_tensor_like(value):
-                return
-            signature.append((type(value), tuple(value.shape), value.dtype))
+            shape = shape_of(value) if is_tensor_like(value) else None
+            if framework_of(value) in (None, "numpy") or shape is None:
+                return   # (an unknown rank too: the full path checks nothing of it, and that is its answer)
+            signature.append((type(value), shape, value.dtype))
         elif is_tensor_like(value):
             return
         else:
@@ -94,7 +95,7 @@ def _repeats(recent: tuple, backend: str | None, values: dict[str, Any]) -> bool
             if value is not None:
                 return False
         elif len(expected) == 3:   # a tensor
-            if type(value) is not expected[0] or tuple(value.shape) != expected[1] or value.dtype != expected[2]:
+            if type(value) is not expected[0] or shape_of(value) != expected[1] or value.dtype != expected[2]:
                 return False
         elif type(value) is not expected[0] or value != expected[1]:
             return False
