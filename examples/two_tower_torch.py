@@ -2,7 +2,8 @@
 
 In-batch sampled softmax: each user's positive item is scored against the other rows' items, accidental hits
 (another row holding the same item) are removed by id, and with ``--logq on`` each candidate's logit is
-corrected by ``log q`` (its share of the training log). Run ``python examples/two_tower_torch.py`` (add
+corrected by ``log q`` (its share of the training log; with ``--logq-source estimated``, estimated during training
+by ``recloss.torch.FrequencyEstimator``). Run ``python examples/two_tower_torch.py`` (add
 ``--short`` for a few-second run); see ``common.py`` for the data, the evaluation and the options.
 """
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import recloss.torch
-from common import Config, TrainResult, batches, main
+from common import Config, TrainResult, Variant, batches, main
 from data import Interactions
 
 
@@ -31,11 +32,13 @@ class TwoTower(torch.nn.Module):
         return F.normalize(self.users(users), dim=-1), F.normalize(self.items(items), dim=-1)
 
 
-def train(data: Interactions, config: Config, use_log_q: bool) -> TrainResult:
+def train(data: Interactions, config: Config, variant: Variant) -> TrainResult:
     torch.manual_seed(config.seed)
     model = TwoTower(data.num_users, data.num_items, config.dim)
     loss_fn = recloss.torch.SampledSoftmaxLoss(temperature=config.temperature, in_batch=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    # logQ estimated from the stream of training ids (log of each item's expected count per batch), or exact.
+    estimator = recloss.torch.FrequencyEstimator() if variant.estimated else None
     rng = np.random.default_rng(config.seed)
     epoch_losses = []
     for _ in range(config.epochs):
@@ -43,8 +46,10 @@ def train(data: Interactions, config: Config, use_log_q: bool) -> TrainResult:
         for batch in batches(data, config.batch_size, rng):
             users, items = torch.from_numpy(batch["user"]), torch.from_numpy(batch["item"])
             query, candidate = model(users, items)
-            log_q = torch.from_numpy(batch["log_q"]) if use_log_q else None
-            loss = loss_fn(query, candidate, pos_ids=items, pos_log_q=log_q)
+            log_q = None
+            if variant.log_q:
+                log_q = estimator(items) if estimator is not None else torch.from_numpy(batch["log_q"])
+            loss = loss_fn(query, candidate, pos_ids=items if variant.remove_hits else None, pos_log_q=log_q)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

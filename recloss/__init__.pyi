@@ -9,6 +9,7 @@ from typing import Literal
 
 from recloss._typing import ArrayLike, Tensor, TensorLike
 from recloss import metrics as metrics
+from recloss import sampling as sampling
 from recloss._dispatch import available_backends as available_backends
 from recloss.errors import BackendError as BackendError
 from recloss.errors import BackendUnavailableError as BackendUnavailableError
@@ -48,13 +49,17 @@ def sigmoid_cross_entropy_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.sigmoid_cross_entropy_loss(pos_logit, neg_logit)
 
     References:
-        GraphLearn, nn/tf/loss.py::sigmoid_cross_entropy_loss
+        - GraphLearn, nn/tf/loss.py::sigmoid_cross_entropy_loss
     """
 
 
@@ -93,13 +98,17 @@ def unsupervised_softmax_cross_entropy_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.unsupervised_softmax_cross_entropy_loss(src, pos, neg, temperature=0.5)
 
     References:
-        GraphLearn, nn/tf/loss.py::unsupervised_softmax_cross_entropy_loss
+        - GraphLearn, nn/tf/loss.py::unsupervised_softmax_cross_entropy_loss
     """
 
 
@@ -138,13 +147,17 @@ def softmax_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.softmax_loss(pos_logit, neg_logit, neg_mask=mask, temperature=0.1)
 
     References:
-        Yi et al., Sampling-bias-corrected neural modeling for large corpus item recommendations, RecSys 2019 (logQ correction)
+        - Yi et al., Sampling-bias-corrected neural modeling for large corpus item recommendations, RecSys 2019 (logQ correction)
     """
 
 
@@ -196,14 +209,18 @@ def sampled_softmax_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.sampled_softmax_loss(query, item, temperature=0.05, pos_log_q=log_q, pos_ids=ids)
 
     References:
-        Yi et al., RecSys 2019 (in-batch softmax with logQ correction)
-        TensorFlow Recommenders, tasks/retrieval.py and layers/loss.py
+        - Yi et al., RecSys 2019 (in-batch softmax with logQ correction)
+        - TensorFlow Recommenders, tasks/retrieval.py and layers/loss.py
     """
 
 
@@ -246,14 +263,18 @@ def info_nce_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.info_nce_loss(image_emb, text_emb, symmetric=True, normalize=True)
 
     References:
-        van den Oord et al., Representation learning with contrastive predictive coding, 2018
-        Radford et al., CLIP, 2021
+        - van den Oord et al., Representation learning with contrastive predictive coding, 2018
+        - Radford et al., CLIP, 2021
     """
 
 
@@ -281,13 +302,17 @@ def bpr_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.bpr_loss(pos_score, neg_score)
 
     References:
-        Rendle et al., BPR: Bayesian personalized ranking from implicit feedback, UAI 2009
+        - Rendle et al., BPR: Bayesian personalized ranking from implicit feedback, UAI 2009
     """
 
 
@@ -317,7 +342,11 @@ def hinge_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.hinge_loss(pos_score, neg_score, margin=0.5)
@@ -355,14 +384,18 @@ def triplet_margin_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.triplet_margin_loss(anchor, pos, neg, margin=0.2, distance="cosine")
 
     References:
-        Schroff et al., FaceNet, CVPR 2015
-        GraphLearn, nn/tf/loss.py (L1 and squared L2)
+        - Schroff et al., FaceNet, CVPR 2015
+        - GraphLearn, nn/tf/loss.py (L1 and squared L2)
     """
 
 
@@ -394,14 +427,18 @@ def listwise_softmax_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.listwise_softmax_loss(scores, labels, mask=mask)
 
     References:
-        Cao et al., Learning to rank: from pairwise approach to listwise approach (ListNet), ICML 2007
-        rax.softmax_loss
+        - Cao et al., Learning to rank: from pairwise approach to listwise approach (ListNet), ICML 2007
+        - rax.softmax_loss
     """
 
 
@@ -436,14 +473,18 @@ def poly1_softmax_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.poly1_softmax_loss(scores, labels, mask=mask)
 
     References:
-        Leng et al., PolyLoss, ICLR 2022
-        rax.poly1_softmax_loss
+        - Leng et al., PolyLoss, ICLR 2022
+        - rax.poly1_softmax_loss
     """
 
 
@@ -474,14 +515,18 @@ def listmle_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.listmle_loss(scores, labels, mask=mask)
 
     References:
-        Xia et al., Listwise approach to learning to rank (ListMLE), ICML 2008
-        rax.listmle_loss
+        - Xia et al., Listwise approach to learning to rank (ListMLE), ICML 2008
+        - rax.listmle_loss
     """
 
 
@@ -514,14 +559,18 @@ def approx_ndcg_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.approx_ndcg_loss(scores, labels, mask=mask)
 
     References:
-        Qin et al., A general approximation framework for direct optimization of information retrieval measures, 2010
-        rax.approx_t12n(rax.ndcg_metric)
+        - Qin et al., A general approximation framework for direct optimization of information retrieval measures, 2010
+        - rax.approx_t12n(rax.ndcg_metric)
     """
 
 
@@ -554,15 +603,19 @@ def pairwise_logistic_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.pairwise_logistic_loss(scores, labels, mask=mask)
 
     References:
-        Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
-        Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
-        rax.pairwise_logistic_loss
+        - Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
+        - Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
+        - rax.pairwise_logistic_loss
     """
 
 
@@ -597,15 +650,19 @@ def pairwise_hinge_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.pairwise_hinge_loss(scores, labels, mask=mask)
 
     References:
-        Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
-        Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
-        rax.pairwise_hinge_loss
+        - Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
+        - Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
+        - rax.pairwise_hinge_loss
     """
 
 
@@ -638,15 +695,19 @@ def pairwise_soft_zero_one_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.pairwise_soft_zero_one_loss(scores, labels, mask=mask)
 
     References:
-        Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
-        Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
-        rax.pairwise_soft_zero_one_loss
+        - Burges et al., Learning to rank using gradient descent (RankNet), ICML 2005
+        - Wang et al., The LambdaLoss framework for ranking metric optimization, CIKM 2018
+        - rax.pairwise_soft_zero_one_loss
     """
 
 
@@ -676,13 +737,17 @@ def pointwise_sigmoid_loss(
         The loss: a 0-d tensor of the inputs' framework (``[B]`` with ``reduction="none"``); float32 for float16, bfloat16 and float32 inputs, float64 if any floating input is float64.
 
     Raises:
-        ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and BackendUnavailableError (an ImportError), with the same words on every backend.
+        ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.
+        DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).
+        OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.
+        BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework than ``backend``.
+        BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are ``ReclossError``, a ``ValueError``).
 
     Example:
         >>> loss = recloss.pointwise_sigmoid_loss(scores, labels, mask=mask)
 
     References:
-        rax.pointwise_sigmoid_loss
+        - rax.pointwise_sigmoid_loss
     """
 
 
@@ -704,6 +769,7 @@ __all__ = [
     'pairwise_soft_zero_one_loss',
     'pointwise_sigmoid_loss',
     'metrics',
+    'sampling',
     'available_backends',
     'validate',
     'validate_distributed',

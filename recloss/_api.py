@@ -110,6 +110,18 @@ def _as_array(x: Any) -> Any:
     return x
 
 
+#: The docstrings' "Raises" section: the same words on every backend (the shared validator writes them).
+RAISES = (
+    "    ShapeError: a tensor has the wrong rank, or a size that disagrees with another argument's.",
+    "    DTypeError: a tensor's dtype is of the wrong kind (e.g. integers where floats are needed).",
+    "    OptionError: an option, or a value-checked tensor (``sample_weight >= 0``), is out of range.",
+    "    BackendError: an unknown backend, tensors of several frameworks, or a tensor of another framework "
+    "than ``backend``.",
+    "    BackendUnavailableError: the backend's framework is not installed (an ``ImportError``; the others are "
+    "``ReclossError``, a ``ValueError``).",
+)
+
+
 def _docstring(spec: LossSpec) -> str:
     lines = [spec.summary, "", "Math:", textwrap.indent(textwrap.fill(spec.math, 100), "    "), "",
              "Args:"]
@@ -120,13 +132,11 @@ def _docstring(spec: LossSpec) -> str:
         lines.append(f"    {option.name}: default ``{option.default!r}``. {option.doc}")
     lines.append('    backend: "tensorflow" ("tf"), "torch" ("pytorch"), "jax" or "numpy" (float64 reference, '
                  "value only); default: the tensors' framework.")
-    lines += ["", "Returns:", f"    {spec.returns}", "", "Raises:",
-              "    ShapeError, DTypeError, OptionError, BackendError (all ReclossError, a ValueError) and "
-              "BackendUnavailableError (an ImportError), with the same words on every backend."]
+    lines += ["", "Returns:", f"    {spec.returns}", "", "Raises:", *RAISES]
     if spec.example:
         lines += ["", "Example:", f"    >>> {spec.example}"]
     if spec.references:
-        lines += ["", "References:"] + [f"    {ref}" for ref in spec.references]
+        lines += ["", "References:"] + [f"    - {ref}" for ref in spec.references]
     if spec.notes:
         lines += ["", spec.notes]
     return "\n".join(lines)

@@ -90,6 +90,8 @@ def define(name: str, params: list[Param], body: str, namespace: dict[str, Any],
     exec(source, scope, scope)  # noqa: S102 - generated from the spec
     function = scope[name]
     function.__qualname__ = qualname or name
+    # The stubs' annotations, as strings (``help`` and documentation tools show them; nothing evaluates them).
+    function.__annotations__ = {p.name.lstrip("*"): p.annotation for p in params}
     return function
 
 

@@ -13,7 +13,7 @@ import ast
 import sys
 from pathlib import Path
 
-from recloss import _native
+from recloss import _native, _sampling_native
 from recloss._api import _docstring as function_docstring
 from recloss._native import Param
 from recloss._spec import LossSpec
@@ -118,9 +118,12 @@ def render_torch() -> str:
             + _def("__init__", _native.torch_init_params(spec), "None", None, "    ", first="self")
             + _def("forward", forward, "torch.Tensor", None, "    ", first="self")
             + _def("__call__", forward, "torch.Tensor", None, "    ", first="self"))
-    names = ["LossModule", *sorted(_native.class_name(s.name) for s in CATALOGUE.values())]
+    sampling = _sampling_native.torch_classes()
+    classes += [_sampling_class(name, "torch.nn.Module", *parts) for name, parts in sampling.items()]
+    names = ["LossModule", *sorted(_native.class_name(s.name) for s in CATALOGUE.values()), *sampling]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\nimport torch\n\n"
-            "from recloss._spec import LossSpec\nfrom recloss._typing import TensorLike\n\n\n"
+            "from recloss._spec import LossSpec\nfrom recloss._typing import TensorLike\n"
+            + _sampling_native.STUB_IMPORT + "\n\n"
             "class LossModule(torch.nn.Module):\n"
             "    spec: ClassVar[LossSpec]\n"
             "    function: ClassVar[Callable[..., Any]]\n"
@@ -149,11 +152,13 @@ def render_keras() -> str:
         classes.append(f"class {name}(ReclossLoss):\n"
                        + _doc(f"The ``keras.losses.Loss`` form of :func:`recloss.{spec.name}`: {spec.summary}", "    ")
                        + _def("__init__", _native.keras_loss_init_params(spec), "None", None, "    ", first="self"))
+    sampling = _sampling_native.keras_classes()
+    classes += [_sampling_class(name, "keras.layers.Layer", *parts) for name, parts in sampling.items()]
     names = ["Retrieval", "ReclossLoss", "loss_class",
-             *sorted(_native.class_name(s.name) for s in CATALOGUE.values() if _native.keras_form(s))]
+             *sorted(_native.class_name(s.name) for s in CATALOGUE.values() if _native.keras_form(s)), *sampling]
     return (HEADER + "\nfrom typing import Any, Callable, ClassVar, Literal\n\n"
             "import keras  # type: ignore[import-untyped]\n\n"
-            "from recloss._spec import LossSpec\n\n\n"
+            "from recloss._spec import LossSpec\n" + _sampling_native.STUB_IMPORT + "\n\n"
             "class Retrieval(keras.layers.Layer):\n"
             + _doc("Retrieval task layer on :func:`recloss.sampled_softmax_loss`.", "    ")
             + "    spec: ClassVar[LossSpec]\n"
@@ -173,6 +178,14 @@ def render_keras() -> str:
             "    def get_config(self) -> dict[str, Any]: ...\n\n\n"
             "def loss_class(spec: LossSpec, function: Callable[..., Any]) -> type[ReclossLoss]: ...\n\n\n"
             + "\n\n".join(classes) + "\n\n" + _all(names))
+
+
+def _sampling_class(name: str, base: str, doc: str, attributes: list[str],
+                    methods: list[_sampling_native.Method]) -> str:
+    """The stub of an estimator or queue class (described in :mod:`recloss._sampling_native`)."""
+    lines = "".join("    " + line.replace("\n", "\n    ") + "\n" for line in attributes)
+    return (f"class {name}({base}):\n" + _doc(doc, "    ") + lines
+            + "".join(_def(m.name, m.params, m.returns, None, "    ", first="self") for m in methods))
 
 
 def render() -> dict[Path, str]:

@@ -27,8 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="tensorflow, torch or jax (repeatable; default: every installed one); numpy runs the "
                             "reference against itself")
     check.add_argument("--device", action="append", help="cpu or gpu (repeatable; default: every device seen)")
-    check.add_argument("--loss", action="append", help="loss or metric to run (repeatable; default: the whole "
-                                                        "catalogue and the metrics)")
+    check.add_argument("--loss", action="append", help="loss, metric or sampling check (uniform_candidates, "
+                                                        "log_uniform_candidates, unigram_candidates, "
+                                                        "frequency_estimator, negative_queue) to run (repeatable; "
+                                                        "default: all of them)")
     check.add_argument("--dtype", action="append", help="float64, float32, bfloat16 or float16 "
                                                        "(repeatable; default: float32 and float64)")
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

@@ -16,6 +16,7 @@ Importing this module imports Keras (and its backend); ``import recloss`` does n
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Callable, ClassVar, Mapping
 
 import keras
@@ -35,34 +36,7 @@ _SERIAL_PACKAGE = "recloss"
 
 
 class Retrieval(keras.layers.Layer):
-    """Retrieval task: in-batch and sampled softmax with logQ correction, accidental-hit removal and hard
-    negatives, on :func:`recloss.sampled_softmax_loss` (whose docstring has the math).
-
-    Constructor (keyword-only): the options of ``sampled_softmax_loss``: ``temperature=1.0``,
-    ``in_batch=None`` (True when ``neg_emb`` is None), ``num_hard_negatives=None``, ``reduction="mean"``
-    (recloss' reductions: ``"mean"`` = ``sum_i w_i l_i / sum_i w_i``, ``"sum"``, ``"none"``),
-    ``implementation="auto"``; and the Layer's ``name``, ``dtype``, ...
-
-    Call: ``task(query_emb, pos_emb, neg_emb=None, *, pos_log_q, neg_log_q, pos_ids, neg_ids,
-    sample_weight)``: query embeddings ``[B, D]``, each row's candidate (positive) embedding ``[B, D]``,
-    optional sampled negatives ``[N, D]`` or ``[B, K, D]``, their log sampling probabilities, item ids
-    (accidental hits are removed) and row weights. Returns the loss (``[B]`` with ``reduction="none"``).
-
-    Example::
-
-        class TwoTower(keras.Model):
-            def __init__(self):
-                super().__init__()
-                self.users, self.items = keras.layers.Embedding(1000, 32), keras.layers.Embedding(5000, 32)
-                self.task = recloss.keras.Retrieval(temperature=0.05)
-
-            def call(self, x):
-                return self.users(x["user"]), self.items(x["item"])
-
-            def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-                query, item = y_pred
-                return self.task(query, item, pos_ids=x["item"], pos_log_q=x["log_q"])
-    """
+    """Retrieval task layer on ``recloss.sampled_softmax_loss``; the docstring is generated from its spec."""
 
     spec: ClassVar[LossSpec] = CATALOGUE[_native.RETRIEVAL_SPEC]
 
@@ -84,6 +58,41 @@ class Retrieval(keras.layers.Layer):
         return {**super().get_config(), **self.options}
 
 
+RETRIEVAL_EXAMPLE = """
+    class TwoTower(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.users, self.items = keras.layers.Embedding(1000, 32), keras.layers.Embedding(5000, 32)
+            self.task = recloss.keras.Retrieval(temperature=0.05)
+
+        def call(self, x):
+            return self.users(x["user"]), self.items(x["item"])
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            query, item = y_pred
+            return self.task(query, item, pos_ids=x["item"], pos_log_q=x["log_q"])
+"""
+
+
+def _retrieval_docstring(spec: LossSpec) -> str:
+    """The docstring of :class:`Retrieval`, from the spec of ``sampled_softmax_loss``."""
+    lines = ["Retrieval task: in-batch and sampled softmax with logQ correction, accidental-hit removal and hard "
+             "negatives, on ``recloss.sampled_softmax_loss`` (whose docstring has the math), after TensorFlow "
+             "Recommenders' ``tasks.Retrieval``.", "",
+             "The options go to the constructor; the query and candidate embeddings and the per-call tensors to "
+             "the call, which returns the loss. Use it from ``Model.compute_loss`` or with ``add_loss``. Its "
+             "``reduction`` is recloss's (``\"mean\"`` = ``sum_i w_i l_i / sum_i w_i``).", "", "Args:"]
+    lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options]
+    lines += ["    name: the layer's name.", "    **kwargs: other arguments of ``keras.layers.Layer`` (``dtype``, ...).",
+              "", "Call:", "    ``task(query_emb, pos_emb, neg_emb=None, *, pos_log_q=None, ...)``", ""]
+    lines += [f"    - ``{a.name}``: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
+              for a in spec.args]
+    lines += [f"    - returns: {spec.returns}", "", "Example:", "    ```python"]
+    lines += [f"    {line}" if line else "" for line in textwrap.dedent(RETRIEVAL_EXAMPLE).strip("\n").splitlines()]
+    lines += ["    ```"]
+    return "\n".join(lines)
+
+
 def _retrieval_methods(spec: LossSpec) -> None:
     options = "{" + ", ".join(f"{o.name!r}: {o.name}" for o in spec.options) + "}"
     Retrieval.__init__ = _native.define(  # type: ignore[method-assign]
@@ -96,6 +105,7 @@ def _retrieval_methods(spec: LossSpec) -> None:
 
 
 _retrieval_methods(Retrieval.spec)
+Retrieval.__doc__ = _retrieval_docstring(Retrieval.spec)
 keras.saving.register_keras_serializable(package=_SERIAL_PACKAGE, name="Retrieval")(Retrieval)
 
 
@@ -180,14 +190,14 @@ def _loss_docstring(spec: LossSpec, form: str) -> str:
                           "labelled < 0 (or masked) is padding and its loss is 0.")
         else:
             shapes[1] += f"; only their shape is read ({spec.name} has no mask: every column 1..K is a negative)."
-    lines = [spec.summary, "", f"The ``keras.losses.Loss`` form of :func:`recloss.{spec.name}` (its docstring "
-             "has the math and the options).", "", "Math:", f"    {spec.math}", "", "Args (constructor):"]
+    lines = [spec.summary, "", f"The ``keras.losses.Loss`` form of ``recloss.{spec.name}`` (its docstring "
+             "has the math and the options).", "", "Math:", f"    {spec.math}", "", "Args:"]
     lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options if o.name != "reduction"]
     lines += ['    reduction: as every Keras loss: "sum_over_batch_size" (default; = "mean"), "sum", '
-              '"mean_with_sample_weight" or "none"/None.', "    name, dtype: as every Keras loss.", "",
-              "Call ``loss(y_true, y_pred, sample_weight=None)``:"]
-    lines += [f"    {line}" for line in shapes]
-    lines += ["    sample_weight: row weights ``[B]``, applied by Keras.", "",
+              '"mean_with_sample_weight" or "none"/None.', "    name: as every Keras loss.",
+              "    dtype: as every Keras loss.", "", "Call:", "    ``loss(y_true, y_pred, sample_weight=None)``", ""]
+    lines += [f"    - {line}" for line in shapes]
+    lines += ["    - sample_weight: row weights ``[B]``, applied by Keras.", "",
               "With ``compile(loss=...)`` pass the labels as ``y`` (Keras 3 refuses a dict ``y`` for a single "
               "output); the dict form is for calls of your own, e.g. in ``Model.compute_loss``."]
     return "\n".join(lines)
@@ -214,3 +224,8 @@ _LOSSES = {spec.name: loss_class(spec, getattr(recloss, spec.name))
 globals().update({cls.__name__: cls for cls in _LOSSES.values()})
 
 __all__ = ["Retrieval", "ReclossLoss", "loss_class", *sorted(cls.__name__ for cls in _LOSSES.values())]
+
+# The streaming frequency estimator and the negative queue (state in variables; not generated from the catalogue).
+from recloss._keras_sampling import FrequencyEstimator, NegativeQueue  # noqa: E402
+
+__all__ += ["FrequencyEstimator", "NegativeQueue"]

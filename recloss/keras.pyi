@@ -5,6 +5,7 @@ from typing import Any, Callable, ClassVar, Literal
 import keras  # type: ignore[import-untyped]
 
 from recloss._spec import LossSpec
+from recloss.kernels.sampling import FrequencyState, Negatives, QueueState
 
 
 class Retrieval(keras.layers.Layer):
@@ -221,6 +222,52 @@ class PointwiseSigmoidLoss(ReclossLoss):
     ) -> None: ...
 
 
+class FrequencyEstimator(keras.layers.Layer):
+    """Streaming estimate of each id's log Q from the ids seen in training (Keras layer, state in non-trainable variables).
+    """
+    @property
+    def state(self) -> FrequencyState: ...
+    def __init__(
+        self,
+        num_buckets: int = 1048576,
+        num_hashes: int = 2,
+        decay: float = 0.0078125,
+        *,
+        gather: bool | str | tuple[str, ...] | object | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    def call(self, ids: Any, training: bool | None = None) -> Any: ...
+    def __call__(self, ids: Any, training: bool | None = None) -> Any: ...
+
+
+class NegativeQueue(keras.layers.Layer):
+    """A queue of the last ``size`` candidates pushed, handed to the softmax losses as shared negatives (Keras layer, state in non-trainable variables).
+    """
+    @property
+    def state(self) -> QueueState: ...
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        *,
+        track_ids: bool = True,
+        gather: bool | str | tuple[str, ...] | object | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None: ...
+    def push(self, emb: Any, ids: Any = None, log_q: Any = None) -> None: ...
+    def negatives(self) -> Negatives: ...
+    def call(self, emb: Any, ids: Any = None, log_q: Any = None, training: bool | None = None) -> Negatives: ...
+    def __call__(
+        self,
+        emb: Any,
+        ids: Any = None,
+        log_q: Any = None,
+        training: bool | None = None,
+    ) -> Negatives: ...
+
+
 __all__ = [
     'Retrieval',
     'ReclossLoss',
@@ -237,4 +284,6 @@ __all__ = [
     'Poly1SoftmaxLoss',
     'SigmoidCrossEntropyLoss',
     'SoftmaxLoss',
+    'FrequencyEstimator',
+    'NegativeQueue',
 ]

@@ -10,7 +10,7 @@ query-item scores and a few relevant items per row, only each row's top ``k`` is
     recloss.metrics.ndcg(scores, labels, k=10)
 
 Definitions (as rax defines them; relevant = label >= 1; ranks by score among the valid items, ties by
-position): see each function's docstring and the README section "Ranking losses and metrics".
+position): see each function's docstring and the documentation's guide "Ranking losses and metrics" (docs/guide/ranking.md).
 """
 
 from __future__ import annotations

@@ -263,7 +263,8 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
     """Run losses on several backends/devices/dtypes and compare value and gradients with the reference.
 
     Args:
-        losses: a loss name or names (default: the whole catalogue).
+        losses: a loss name or names (default: the whole catalogue, the metrics and the sampling checks of
+            :mod:`recloss.parity_sampling`: the samplers' log Q, the frequency estimator, the negative queue).
         backends: backend names (default: every installed framework backend; ``"numpy"``, the reference
             itself, only when named).
         devices: device kinds to keep, ``"cpu"`` and/or ``"gpu"`` (``"cuda"`` is ``"gpu"``); default: every
@@ -284,16 +285,18 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
         ValueError: an unknown loss, backend, device kind or dtype, or ``inputs``/``options`` that do not fit
             the loss, before any work is done.
     """
-    names = list(SPECS) if losses is None else [losses] if isinstance(losses, str) else list(losses)
+    from recloss.parity_sampling import CHECKS as SAMPLING_CHECKS, run as run_sampling_check
+
+    names = [*SPECS, *SAMPLING_CHECKS] if losses is None else [losses] if isinstance(losses, str) else list(losses)
     for name in names:
-        if name not in SPECS:
-            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(SPECS)}")
+        if name not in SPECS and name not in SAMPLING_CHECKS:
+            raise ValueError(f"unknown loss {name!r}; expected one of {', '.join([*SPECS, *SAMPLING_CHECKS])}")
     dtypes = _choices("dtype", dtypes, tuple(TOLERANCES))
     device_kinds = None if devices is None else _choices(
         "device", ["gpu" if d == "cuda" else d for d in ([devices] if isinstance(devices, str) else devices)],
         DEVICE_KINDS, "('cuda' is 'gpu')")
     if inputs is not None:
-        if len(names) != 1:
+        if len(names) != 1 or names[0] in SAMPLING_CHECKS:
             raise ValueError("inputs= needs exactly one loss name")
         _check_user_inputs(SPECS[names[0]], inputs, options)
     elif options is not None:
@@ -324,6 +327,16 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
             seen = "; ".join(f"{b}: {', '.join(k)}" for b, k in seen_kinds.items()) or "none"
             skipped.append(f"device {kind!r}: no backend here sees one (devices seen: {seen})")
     for name in names:
+        if name in SAMPLING_CHECKS:   # samplers, estimator, queue: one float32 stream per backend and device
+            for backend, module in modules.items():
+                if backend == "numpy":   # the checks' reference itself
+                    continue
+                for device in module.devices():
+                    if device_kinds is None or ("gpu" if device in ("cuda", "gpu") else device) in device_kinds:
+                        if progress is not None:
+                            progress(f"{name} {backend} {device}")
+                        rows.append(run_sampling_check(name, backend, device, seed))
+            continue
         spec = SPECS[name]
         cases = _cases(spec, inputs, options, seed)
         for dtype in dtypes:

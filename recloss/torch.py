@@ -14,6 +14,10 @@ A loss with a temperature takes ``learn_temperature=True``: the temperature is t
 through the log-scale parameter ``logit_scale = log(1 / temperature)`` (an ``nn.Parameter`` initialised from
 ``temperature``, in ``state_dict``; the loss uses ``temperature = exp(-logit_scale)``). CLIP clamps it after
 each optimiser step (``logit_scale.data.clamp_(0, math.log(100))``); do so if your training needs it.
+With ``gather`` the loss is the global one and each rank's gradient ``W`` times its share; the module averages
+``logit_scale``'s gradient over the group in the backward (as ``DistributedDataParallel`` does, so that it is
+right inside a DDP-wrapped model and outside one): every rank gets the one-process gradient and the ranks'
+temperatures stay equal.
 
 Importing this module imports PyTorch; ``import recloss`` does not.
 """
@@ -28,6 +32,7 @@ import torch
 import recloss
 from recloss import _native
 from recloss._spec import LossSpec
+from recloss._validate import gather_requested
 from recloss.losses import CATALOGUE
 
 
@@ -59,7 +64,13 @@ class LossModule(torch.nn.Module):
     def _loss(self, tensors: dict[str, Any]) -> torch.Tensor:
         options = dict(self.options)
         if self.learn_temperature:
-            options["temperature"] = self.temperature
+            scale = self.logit_scale
+            if gather_requested(options.get("gather")) is not None:
+                # Each rank's gradient is W times its share (the "global" convention): average it over the
+                # group, as DDP would, so that the ranks' temperatures stay equal outside DDP too.
+                from recloss.backends.torch.distributed import average_gradient
+                scale = average_gradient(scale, self.spec.name, gather_requested(options["gather"]))
+            options["temperature"] = torch.exp(-scale)
         return type(self).function(**tensors, **options)
 
     def extra_repr(self) -> str:
@@ -70,17 +81,23 @@ class LossModule(torch.nn.Module):
 
 
 def _docstring(spec: LossSpec) -> str:
-    lines = [spec.summary, "", f"The ``torch.nn.Module`` form of :func:`recloss.{spec.name}` (its docstring has "
-             "the math and the shapes).", "", "Math:", f"    {spec.math}", "", "Args (constructor):"]
+    lines = [spec.summary, "", f"The ``torch.nn.Module`` form of ``recloss.{spec.name}`` (its docstring has "
+             "the math and the shapes).", "", "Math:", f"    {spec.math}", "", "Args:"]
     lines += [f"    {o.name}: default ``{o.default!r}``. {o.doc}" for o in spec.options]
     if _native.has_temperature(spec):
         lines.append("    learn_temperature: learn the temperature through ``logit_scale = log(1 / T)``, an "
-                     "``nn.Parameter`` initialised from ``temperature``.")
-    lines += ["", "Args (forward):"]
-    lines += [f"    {a.name}: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
+                     "``nn.Parameter`` initialised from ``temperature``" + (
+                         "; with ``gather``, its gradient is averaged over the group in the backward (every "
+                         "rank gets the one-process gradient, inside DDP or not)." if _gathers(spec) else "."))
+    lines += ["", "Forward:"]
+    lines += [f"    - ``{a.name}``: ``{a.shape_text}`` {a.kind}{'' if a.required else ', optional'}. {a.doc}"
               for a in spec.args]
-    lines += ["", "Returns:", f"    {spec.returns}"]
+    lines += [f"    - returns: {spec.returns}"]
     return "\n".join(lines)
+
+
+def _gathers(spec: LossSpec) -> bool:
+    return any(o.name == "gather" for o in spec.options)
 
 
 def module_class(spec: LossSpec, function: Callable[..., Any]) -> type[LossModule]:
@@ -104,3 +121,8 @@ _CLASSES = {spec.name: module_class(spec, getattr(recloss, spec.name)) for spec 
 globals().update({cls.__name__: cls for cls in _CLASSES.values()})
 
 __all__ = ["LossModule", *sorted(cls.__name__ for cls in _CLASSES.values())]
+
+# The streaming frequency estimator and the negative queue (state in buffers; not generated from the catalogue).
+from recloss._torch_sampling import FrequencyEstimator, NegativeQueue  # noqa: E402
+
+__all__ += ["FrequencyEstimator", "NegativeQueue"]

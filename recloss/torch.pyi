@@ -6,6 +6,7 @@ import torch
 
 from recloss._spec import LossSpec
 from recloss._typing import TensorLike
+from recloss.kernels.sampling import FrequencyState, Negatives, QueueState
 
 
 class LossModule(torch.nn.Module):
@@ -459,6 +460,69 @@ class PointwiseSigmoidLoss(LossModule):
     ) -> torch.Tensor: ...
 
 
+class FrequencyEstimator(torch.nn.Module):
+    """Streaming estimate of each id's log Q from the ids seen in training (``torch.nn.Module``, state in buffers).
+    """
+    counts: torch.Tensor
+    norm: torch.Tensor
+    decay: torch.Tensor
+    gather: Any
+    @property
+    def state(self) -> FrequencyState: ...
+    def __init__(
+        self,
+        num_buckets: int = 1048576,
+        num_hashes: int = 2,
+        decay: float = 0.0078125,
+        *,
+        gather: bool | str | tuple[str, ...] | object | None = None,
+    ) -> None: ...
+    def forward(self, ids: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+
+class NegativeQueue(torch.nn.Module):
+    """A queue of the last ``size`` candidates pushed, handed to the softmax losses as shared negatives (``torch.nn.Module``, state in buffers).
+    """
+    emb: torch.Tensor
+    ids: torch.Tensor | None
+    log_q: torch.Tensor
+    head: torch.Tensor
+    filled: torch.Tensor
+    gather: Any
+    track_ids: bool
+    @property
+    def state(self) -> QueueState: ...
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        *,
+        dtype: torch.dtype = ...,
+        track_ids: bool = True,
+        gather: bool | str | tuple[str, ...] | object | None = None,
+    ) -> None: ...
+    def push(
+        self,
+        emb: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+    ) -> None: ...
+    def negatives(self) -> Negatives: ...
+    def forward(
+        self,
+        emb: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+    ) -> Negatives: ...
+    def __call__(
+        self,
+        emb: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+    ) -> Negatives: ...
+
+
 __all__ = [
     'LossModule',
     'ApproxNDCGLoss',
@@ -477,4 +541,6 @@ __all__ = [
     'SoftmaxLoss',
     'TripletMarginLoss',
     'UnsupervisedSoftmaxCrossEntropyLoss',
+    'FrequencyEstimator',
+    'NegativeQueue',
 ]

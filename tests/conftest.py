@@ -25,6 +25,18 @@ from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, load_backe
 INSTALLED = set(available_backends())
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``pytest -n auto``: one worker per core, at most one per 6 GiB of memory (a worker that imports the three
+    frameworks and compiles the catalogue grows to about 5 GiB), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 0
+    by_memory = max(1, memory // (6 << 30)) if memory else cores
+    return max(1, min(cores, by_memory, 8))
+
+
 def _backend_param(name: str):
     marks = [] if name in INSTALLED else [pytest.mark.skip(reason=f"{name} is not installed")]
     return pytest.param(name, id=name, marks=marks)

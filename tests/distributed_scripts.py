@@ -1,6 +1,8 @@
 """Scenarios of cross-device negatives that need their own processes, run by ``tests/test_distributed.py``:
 
 ``python tests/distributed_scripts.py ddp <rank> <init>``  torch DistributedDataParallel, 2 gloo ranks
+``python tests/distributed_scripts.py torch <rank> <init>`` torch: second derivatives, learnt temperature,
+                                                            ranks whose calls differ, torch.func, compile
 ``python tests/distributed_scripts.py jax``                 JAX on 4 host devices: sharded ordinary calls, shard_map, pmap
 ``python tests/distributed_scripts.py tensorflow``          Keras ``model.fit`` and ``tf.function`` under MirroredStrategy
 
@@ -10,6 +12,7 @@ checked against the same loss on one device on the concatenated (global) batch, 
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
@@ -113,6 +116,205 @@ def ddp(rank: int, init: str) -> None:
     mean = recloss.info_nce_loss(poisoned[rows], k.detach()[rows], gather=True)
     rows_none = recloss.info_nce_loss(poisoned[rows], k.detach()[rows], gather=True, reduction="none")
     assert bool(torch.isnan(mean)) and bool(torch.isnan(rows_none).all()), f"rank {rank}: NaN did not propagate"
+    dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torch: second derivatives, the learnt temperature, ranks whose calls differ, torch.func and torch.compile
+
+
+def _plain_losses():
+    """The three losses with ``gather`` written as plain torch on one device (no ids, no logQ): the
+    independent float64 formulas the gathered calls are compared with."""
+    import torch
+    import torch.nn.functional as F
+
+    def sampled(q, p, n, temperature):    # in-batch and shared negatives: row i's positive is column i
+        logits = q @ torch.cat([p, n]).T / temperature
+        return F.cross_entropy(logits, torch.arange(q.shape[0]))
+
+    def info_nce(q, k, temperature):      # symmetric
+        target = torch.arange(q.shape[0])
+        return 0.5 * (F.cross_entropy(q @ k.T / temperature, target) + F.cross_entropy(k @ q.T / temperature, target))
+
+    def unsupervised(q, p, n, temperature):
+        logits = torch.cat([(q * p).sum(-1, keepdim=True), q @ n.T], 1) / temperature
+        return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.int64))
+
+    return sampled, info_nce, unsupervised
+
+
+def torch_checks(rank: int, init: str) -> None:
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    import recloss
+    import recloss.torch
+    from recloss.kernels import softmax
+
+    torch.set_num_threads(1)
+    # A short timeout: a check that hangs fails in a minute, not in the default 30.
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    sampled, info_nce, unsupervised = _plain_losses()
+    rng = np.random.default_rng(4)
+    Q, P = (torch.tensor(rng.normal(size=(sum(BATCH), DIM))) for _ in range(2))
+    NEG = torch.tensor(rng.normal(size=(sum(NEGATIVES), DIM)))
+    rows, negs, workers = _rows(BATCH, rank), _rows(NEGATIVES, rank), 2
+    # (name, recloss call on the local rows with gather, plain formula on the global batch, takes negatives)
+    losses = [
+        ("sampled_softmax_loss mixed", lambda q, p, n, t, **o: recloss.sampled_softmax_loss(
+            q, p, n, in_batch=True, temperature=t, gather=True, **o), sampled),
+        ("info_nce_loss symmetric", lambda q, p, n, t, **o: recloss.info_nce_loss(
+            q, p, temperature=t, symmetric=True, gather=True, **o), lambda q, p, n, t: info_nce(q, p, t)),
+        ("unsupervised_softmax_cross_entropy_loss", lambda q, p, n, t, **o:
+            recloss.unsupervised_softmax_cross_entropy_loss(q, p, n, t, gather=True, **o), unsupervised),
+    ]
+
+    def leaves(*tensors):
+        return [t.detach().clone().requires_grad_(True) for t in tensors]
+
+    # 1. Second derivatives through the gathered candidates (the issue's construction): g = dL/dp with
+    #    create_graph, then the gradient of sum(g**2). Each rank's g is W times its share of the global
+    #    gradient, and the second backward differentiates the sum of every rank's penalty.
+    softmax.STREAMING_CHUNK = 2
+    gathered = {"sampled_softmax_loss mixed": (1, 2), "info_nce_loss symmetric": (1,),
+                "unsupervised_softmax_cross_entropy_loss": (2,)}     # positions in (q, p, n)
+    for (name, call, plain), implementation in itertools.product(losses, ("materialized", "streaming")):
+        for wrt in gathered[name]:
+            want_q, want_p, want_n = leaves(Q, P, NEG)
+            (g_all,) = torch.autograd.grad(workers * plain(want_q, want_p, want_n, 0.5),
+                                           (want_q, want_p, want_n)[wrt], create_graph=True)
+            want = torch.autograd.grad((g_all ** 2).sum(), (want_q, want_p, want_n), allow_unused=True,
+                                       materialize_grads=True)
+            q, p, n = leaves(Q[rows], P[rows], NEG[negs])
+            loss = call(q, p, n, 0.5, implementation=implementation)
+            (g,) = torch.autograd.grad(loss, (q, p, n)[wrt], create_graph=True)
+            got = torch.autograd.grad((g ** 2).sum(), (q, p, n), allow_unused=True, materialize_grads=True)
+            what = f"{name} {implementation}, penalty on {'qpn'[wrt]}"
+            _close(g.detach(), g_all.detach()[(rows, rows, negs)[wrt]], f"{what}: first derivative")
+            for label, a, b, part in zip("qpn", got, want, (rows, rows, negs)):
+                _close(a, b[part], f"{what}: second derivative in {label}")
+    softmax.STREAMING_CHUNK = 4096
+
+    # 2. A learnt temperature (recloss.torch modules) gets the one-process gradient on every rank, outside
+    #    DistributedDataParallel and inside a DDP-wrapped model.
+    classes = {"sampled_softmax_loss mixed": (recloss.torch.SampledSoftmaxLoss, dict(in_batch=True)),
+               "info_nce_loss symmetric": (recloss.torch.InfoNCELoss, dict(symmetric=True)),
+               "unsupervised_softmax_cross_entropy_loss": (recloss.torch.UnsupervisedSoftmaxCrossEntropyLoss, {})}
+    for name, _, plain in losses:
+        cls, options = classes[name]
+        plain_module = cls(temperature=0.5, learn_temperature=True, gather=True, **options).double()
+        (scale,) = leaves(plain_module.logit_scale)     # log 2, as the module holds it (from float32)
+        (want,) = torch.autograd.grad(plain(Q, P, NEG, torch.exp(-scale)), scale)
+        inputs = (Q[rows], P[rows]) + ((NEG[negs],) if name != "info_nce_loss symmetric" else ())
+        plain_module(*inputs).backward()
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.tower = torch.nn.Linear(DIM, DIM, dtype=torch.float64)
+                self.loss = cls(temperature=0.5, learn_temperature=True, gather=True, **options).double()
+
+            def forward(self, *x):
+                return self.loss(*x) + 0.0 * self.tower(x[0]).sum()
+        wrapped = DistributedDataParallel(Wrapped())
+        wrapped(*inputs).backward()
+        for where, module in (("outside DDP", plain_module), ("inside DDP", wrapped.module.loss)):
+            _close(module.logit_scale.grad, want, f"{name}: learnt temperature's gradient {where}")
+
+    # 3. Ranks whose calls differ: every rank raises the same OptionError before any collective of the call
+    #    (nothing crashes or waits), and the group stays usable.
+    q, p = leaves(Q[rows], P[rows])
+    n = NEG[negs]
+    ids, neg_ids, log_q = torch.arange(len(q)), torch.arange(len(n)), torch.zeros(len(q), dtype=torch.float64)
+    second = rank == 1
+    mismatches = {
+        "`query_emb` float64 [B, 4] requiring grad on rank 0 and float32 [B, 4] requiring grad on rank 1":
+            lambda: recloss.sampled_softmax_loss(*(leaves(q.float(), p.float()) if second else (q, p)), gather=True),
+        "`query_emb` float64 [B, 4] requiring grad on rank 0 and float64 [B, 3] requiring grad on rank 1":
+            lambda: recloss.sampled_softmax_loss(*(leaves(q[:, :3], p[:, :3]) if second else (q, p)), gather=True),
+        "`pos_emb` float64 [B, 4] requiring grad on rank 0 and float64 [B, 4] not requiring grad on rank 1":
+            lambda: recloss.sampled_softmax_loss(q, p.detach() if second else p, gather=True),
+        "`neg_emb` absent on rank 0 and float64 [N, 4] not requiring grad on rank 1":
+            lambda: recloss.sampled_softmax_loss(q, p, n if second else None, in_batch=True, gather=True),
+        "`pos_log_q` absent on rank 0 and float64 [B] not requiring grad on rank 1":
+            lambda: recloss.sampled_softmax_loss(q, p, pos_log_q=log_q if second else None, gather=True),
+        "`pos_ids` int64 [B] on rank 0 and absent on rank 1":
+            lambda: recloss.sampled_softmax_loss(q, p, pos_ids=None if second else ids, gather=True),
+        "`neg_ids` absent on rank 0 and int64 [N] on rank 1":
+            lambda: recloss.sampled_softmax_loss(q, p, n, pos_ids=ids, neg_ids=neg_ids if second else None,
+                                                 gather=True),
+        "`sample_weight` absent on rank 0 and float64 [B] not requiring grad on rank 1":
+            lambda: recloss.info_nce_loss(q, p, sample_weight=log_q + 1 if second else None, gather=True),
+        "`symmetric` False on rank 0 and True on rank 1": lambda: recloss.info_nce_loss(q, p, symmetric=second,
+                                                                                        gather=True),
+        "`reduction` 'mean' on rank 0 and 'none' on rank 1":
+            lambda: recloss.unsupervised_softmax_cross_entropy_loss(q, p, n, reduction="none" if second else "mean",
+                                                                    gather=True),
+        "the loss info_nce_loss on rank 0 and sampled_softmax_loss on rank 1":
+            lambda: (recloss.sampled_softmax_loss if second else recloss.info_nce_loss)(q, p, gather=True),
+    }
+    for words, call in mismatches.items():
+        try:
+            call()
+        except recloss.OptionError as error:
+            message = str(error)
+        else:
+            raise AssertionError(f"rank {rank}: no error for {words}")
+        assert words in message and "`gather=True` needs the same call on every rank" in message, message
+        messages = [None, None]           # the same words on both ranks, after each one's own loss name
+        dist.all_gather_object(messages, message.split(":", 1)[1])
+        assert messages[0] == messages[1], messages
+    with torch.no_grad():                 # grad disabled on every rank: they agree
+        value = recloss.sampled_softmax_loss(q, p, gather=True)
+    _close(value, sampled(Q, P, P[:0], 1.0).detach(), "a call after the refused ones")
+
+    # 4. torch.func.grad, vmap, and torch.compile(fullgraph=True) (equal local sizes under compile).
+    name, call, plain = losses[0]
+    want_q, want_p, want_n = leaves(Q, P, NEG)
+    want = plain(want_q, want_p, want_n, 0.5)
+    want_grads = torch.autograd.grad(workers * want, (want_q, want_p, want_n))
+    got_grads = torch.func.grad(lambda *x: call(*x, 0.5), argnums=(0, 1, 2))(Q[rows], P[rows], NEG[negs])
+    for label, a, b, part in zip("qpn", got_grads, want_grads, (rows, rows, negs)):
+        _close(a, b[part], f"torch.func.grad: gradient in {label}")
+    scales = torch.tensor([1.0, 2.0], dtype=torch.float64)      # two problems: the inputs scaled by 1 and by 2
+    values = torch.func.vmap(lambda c: call(Q[rows] * c, P[rows], NEG[negs] * c, 0.5))(scales)
+    _close(values, torch.stack([plain(Q * c, P, NEG * c, 0.5) for c in scales]).detach(), "vmap: values")
+    # c is replicated: each rank's gradient is W times its share, and their average (DDP's) the global one.
+    per_problem = torch.func.vmap(torch.func.grad(lambda c: call(Q[rows] * c, P[rows], NEG[negs] * c, 0.5)))(scales)
+    dist.all_reduce(per_problem)
+    want_scale = torch.stack([torch.autograd.grad(plain(Q * c, P, NEG * c, 0.5), c)[0]
+                              for c in scales.clone().requires_grad_(True).unbind()])
+    _close(per_problem / workers, want_scale, "vmap of torch.func.grad")
+
+    half, half_negs = _rows((4, 4), rank), _rows((2, 2), rank)     # equal local sizes
+    Q8, P8, NEG4 = (torch.tensor(rng.normal(size=(size, DIM))) for size in (8, 8, 4))
+    # dynamic=False: a call of other sizes recompiles with static sizes (recloss's validation does not trace
+    # with symbolic sizes under fullgraph=True; see the README's torch.compile notes).
+    compiled = torch.compile(lambda q, p, n: call(q, p, n, 0.5), fullgraph=True, dynamic=False)
+    q, p, n = leaves(Q8[half], P8[half], NEG4[half_negs])
+    value = compiled(q, p, n)
+    value.backward()
+    want_q, want_p, want_n = leaves(Q8, P8, NEG4)
+    want = plain(want_q, want_p, want_n, 0.5)
+    (workers * want).backward()
+    _close(value.detach(), want.detach(), "torch.compile(fullgraph=True): value")
+    for label, a, b, part in zip("qpn", (q.grad, p.grad, n.grad), (want_q.grad, want_p.grad, want_n.grad),
+                                 (half, half, half_negs)):
+        _close(a, b[part], f"torch.compile(fullgraph=True): gradient in {label}")
+    try:                                  # unequal local sizes: the traced call refuses them at run time
+        compiled(*leaves(Q[rows], P[rows], NEG[negs]))
+    except recloss.OptionError as error:
+        message = str(error)
+    else:
+        raise AssertionError(f"rank {rank}: torch.compile with unequal local sizes did not refuse them")
+    assert message == ("sampled_softmax_loss: `gather=True` needs the same local sizes on every rank under "
+                       "torch.compile (the traced call cannot read the other ranks' sizes); got B = 4 on rank 0 "
+                       "and 3 on rank 1 (drop the last incomplete batch, e.g. DataLoader(drop_last=True), or call "
+                       "the loss outside the compiled function, e.g. through torch.compiler.disable)"), message
     dist.destroy_process_group()
 
 
@@ -311,6 +513,8 @@ if __name__ == "__main__":
     scenario = sys.argv[1]
     if scenario == "ddp":
         ddp(int(sys.argv[2]), sys.argv[3])
+    elif scenario == "torch":
+        torch_checks(int(sys.argv[2]), sys.argv[3])
     elif scenario == "jax":
         jax_checks()
     elif scenario == "tensorflow":

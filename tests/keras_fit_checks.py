@@ -25,6 +25,7 @@ from keras import ops  # noqa: E402
 
 import recloss  # noqa: E402
 import recloss.keras  # noqa: E402
+from keras_sampling_checks import CHECKS as SAMPLING_CHECKS  # noqa: E402  (this script runs from tests/)
 from toy_ranking_spec import TOY_SPEC  # noqa: E402  (this script runs from tests/)
 
 BATCH, STEPS, FEATURES, DIM, NEGATIVES, LIST = 8, 3, 5, 4, 4, 6
@@ -230,6 +231,7 @@ def main() -> None:
         checks[f"block_softmax_{suffix}"] = lambda jit=jit: check_block(jit)
         checks[f"generated_ranking_{suffix}"] = lambda jit=jit: check_generated_ranking(jit)
     checks["direct_calls"] = check_direct_calls
+    checks.update(SAMPLING_CHECKS)   # the frequency estimator and the negative queue (keras_sampling_checks.py)
     only = sys.argv[1:]
     results = {}
     for name, check in checks.items():

@@ -101,6 +101,8 @@ def test_import_recloss_and_a_numpy_call_import_no_framework():
     code = ("import sys, numpy as np, recloss\n"
             "recloss.sampled_softmax_loss(np.ones((3, 2)), np.ones((3, 2)), np.ones((4, 2)))\n"
             "recloss.available_backends()\n"
+            "recloss.sampling.log_uniform_candidates(np.arange(3), 2, 10, seed=0)\n"
+            "recloss.sampling.frequency_update(recloss.sampling.frequency_init(8, backend='numpy'), np.arange(3))\n"
             "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'jaxlib', 'keras', 'flax', 'optax') "
             "if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

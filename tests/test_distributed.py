@@ -98,10 +98,25 @@ def test_ddp_gradients_equal_one_device() -> None:
     """Two ranks with 4 and 3 rows wrapped in DistributedDataParallel: every rank's loss is the global one and
     DDP's averaged gradients are the single-device ones (materialised and streaming); a ProcessGroup as the
     option; ``info_nce_loss`` symmetric per-row losses; a NaN on one rank makes both ranks' losses NaN."""
+    _two_ranks("ddp")
+
+
+@_installed("torch")
+def test_torch_second_derivatives_temperature_mismatches_func_and_compile() -> None:
+    """Two gloo ranks (4 and 3 rows), float64, against plain torch formulas on the concatenated batch: exact
+    second derivatives through the gathered positives and negatives (materialised and streaming, the three
+    losses); a learnt temperature's gradient equals the one-process value on every rank, outside DDP and
+    inside it; ranks whose calls differ (dtype, D, an argument on one rank only, a frozen tower, an option,
+    the loss) raise the same OptionError on every rank and the group stays usable; ``torch.func.grad``,
+    ``vmap``, and ``torch.compile(fullgraph=True)`` with equal local sizes (unequal ones refused)."""
+    _two_ranks("torch")
+
+
+def _two_ranks(scenario: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         init = "file://" + os.path.join(folder, "rendezvous")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        ranks = [subprocess.Popen([sys.executable, str(SCRIPTS), "ddp", str(rank), init], env=env, text=True,
+        ranks = [subprocess.Popen([sys.executable, str(SCRIPTS), scenario, str(rank), init], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in range(2)]
         outputs = [rank.communicate(timeout=600) for rank in ranks]
     for rank, (out, err) in zip(ranks, outputs):

@@ -42,6 +42,10 @@ CHECKS = {
 }
 
 
+# The workers run once per module (the fixture below): every test of this file runs in the same pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("fused")
+
+
 @pytest.fixture(scope="module")
 def worker_results() -> dict:
     """Both workers, started at once (each takes seconds to a minute), and their parsed results."""

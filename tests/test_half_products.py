@@ -92,3 +92,48 @@ def test_mixed_half_dtypes_are_multiplied_in_float32(backend):
     p = _inputs("bfloat16", seed=3)[1]
     out = recloss.sampled_softmax_loss(*(module.convert(x) for x in (q, p, n)), in_batch=True, temperature=0.1)
     np.testing.assert_allclose(float(to_numpy(out)), _emulated(q, p, n, 0.1, False), rtol=2e-6)
+
+
+_PROCESSOR_SCRIPT = r"""
+import json, sys
+import ml_dtypes, numpy as np, tensorflow as tf
+import recloss
+q, p, n = (tf.constant(np.asarray(x, ml_dtypes.bfloat16)) for x in json.loads(sys.argv[1]))
+
+def loss(a, b, c):
+    return recloss.sampled_softmax_loss(a, b, c, in_batch=True, temperature=0.1)
+
+def value_and_grads(fn):
+    with tf.GradientTape() as tape:
+        tape.watch([q, p, n])
+        out = fn(q, p, n)
+    return [float(out)] + [np.asarray(tf.cast(g, tf.float32)).tolist() for g in tape.gradient(out, [q, p, n])]
+
+calls = [value_and_grads(loss) for _ in range(3)]          # op by op, then compiled per signature
+calls.append(value_and_grads(tf.function(loss, jit_compile=True)))
+print(json.dumps(calls))
+"""
+
+
+def test_tensorflow_bfloat16_products_do_not_depend_on_the_processor():
+    """Processors without AVX-512 run TensorFlow's bfloat16 MatMul in Eigen rather than oneDNN
+    (``TF_ENABLE_ONEDNN_OPTS=0`` selects that kernel on any x86 processor): the first, op-by-op call, later
+    compiled calls and XLA must all give the emulated rounding, values and gradients alike."""
+    pytest.importorskip("tensorflow")
+    import json
+    import os
+    import subprocess
+    import sys
+
+    q, p, n = _inputs("bfloat16")
+    arrays = json.dumps([np.asarray(x, np.float32).tolist() for x in (q, p, n)])
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", _PROCESSOR_SCRIPT, arrays], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = _emulated(q, p, n, 0.1, True)
+    for call in calls:
+        np.testing.assert_allclose(call[0], expected, rtol=2e-6)
+        for got, first in zip(call[1:], calls[0][1:]):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(first))

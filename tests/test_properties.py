@@ -80,11 +80,16 @@ def problems(draw, spec):
     return inputs, options, biggest / temperature + 10.0
 
 
+def _value_and_grad(backend: str, fn, inputs, wrt):
+    """The backend's ``value_and_grad`` on the CPU; JAX under ``jax.jit`` (one compilation per drawn problem: op by
+    op, every new random shape would compile each operation; the op-by-op path is what the parity tests run)."""
+    return load_backend(backend).value_and_grad(fn, inputs, wrt, "cpu", **({"jit": True} if backend == "jax" else {}))
+
+
 def _value_and_grads(backend: str, spec, inputs, options, dtype: str):
-    module = load_backend(backend)
     function = function_of(spec.name)
     inputs = cast_floats(spec, inputs, dtype)
-    return module.value_and_grad(lambda **t: function(**t, **options), inputs, grad_args(spec, inputs), "cpu")
+    return _value_and_grad(backend, lambda **t: function(**t, **options), inputs, grad_args(spec, inputs))
 
 
 @pytest.mark.parametrize("loss", list(SPECS))
@@ -131,8 +136,8 @@ def test_empty_sizes(loss: str, empty: str, backend: str) -> None:
     for case in spec.cases:
         inputs = cast_floats(spec, spec_inputs(spec, case, np.random.default_rng(1), dims), "float32")
         options = case_options(spec, case)
-        value, grads = load_backend(backend).value_and_grad(
-            lambda **t: function_of(loss)(**t, **options), inputs, grad_args(spec, inputs), "cpu")
+        value, grads = _value_and_grad(backend, lambda **t: function_of(loss)(**t, **options), inputs,
+                                       grad_args(spec, inputs))
         reference = reference_value(spec, inputs, options)
         assert value.shape == reference.shape, case.name
         np.testing.assert_allclose(value, reference, rtol=1e-5, atol=1e-6, err_msg=case.name)

@@ -89,6 +89,31 @@ def test_keras_stub_signatures_equal_the_runtime_signatures():
             assert _shape_of_signature(stub[f"{name}.__init__"]) == _shape_of_runtime(getattr(rk, name)), name
 
 
+def test_estimator_and_queue_stubs_equal_the_runtime_signatures():
+    """The classes of recloss._torch_sampling / _keras_sampling, described in recloss._sampling_native."""
+    pytest.importorskip("torch")
+    import recloss.torch as rt
+
+    stub = _stub_functions(ROOT / "recloss" / "torch.pyi")
+    for cls, methods in ((rt.FrequencyEstimator, ("__init__", "forward")),
+                         (rt.NegativeQueue, ("__init__", "push", "negatives", "forward"))):
+        for method in methods:
+            declared = [(name, kind, None if default is Ellipsis else default)
+                        for name, kind, default in _shape_of_signature(stub[f"{cls.__name__}.{method}"])]
+            runtime = [(name, kind, None if name == "dtype" else default)   # dtype=torch.float32: `...` in the stub
+                       for name, kind, default in _shape_of_runtime(getattr(cls, method))]
+            assert declared == runtime, (cls.__name__, method)
+    pytest.importorskip("keras")
+    import recloss.keras as rk
+
+    stub = _stub_functions(ROOT / "recloss" / "keras.pyi")
+    for cls, methods in ((rk.FrequencyEstimator, ("__init__", "call")),
+                         (rk.NegativeQueue, ("__init__", "push", "negatives", "call"))):
+        for method in methods:
+            assert _shape_of_signature(stub[f"{cls.__name__}.{method}"]) == \
+                _shape_of_runtime(getattr(cls, method)), (cls.__name__, method)
+
+
 USER_SCRIPT_WITH_MISTAKES = """
     import numpy as np
     import recloss
@@ -101,6 +126,7 @@ USER_SCRIPT_WITH_MISTAKES = """
     c = recloss.softmax_loss(q[:, 0], q, reduction="avg")
     d = recloss.torch.SampledSoftmaxLoss(temprature=0.1)
     e = recloss.keras.Retrieval(num_hard_negatives=1.5)
+    f = recloss.torch.FrequencyEstimator(num_bucket=1024)
 """
 
 CORRECT_USER_SCRIPT = """
@@ -119,6 +145,14 @@ CORRECT_USER_SCRIPT = """
     recloss.info_nce_loss(t, t, temperature=torch.tensor(0.1), symmetric=True)
     task = recloss.keras.Retrieval(temperature=0.05, num_hard_negatives=10, name="task")
     loss = recloss.keras.SoftmaxLoss(temperature=0.1, reduction="sum")
+    estimator = recloss.torch.FrequencyEstimator(decay=2 ** -7)
+    log_q: torch.Tensor = estimator(torch.arange(4))
+    queue = recloss.torch.NegativeQueue(16, 2, track_ids=False)
+    queue.push(t.detach())
+    negatives = queue.negatives()
+    cands = recloss.sampling.log_uniform_candidates(np.arange(4), 2, 10, seed=0)
+    recloss.sampled_softmax_loss(q, q, q, pos_log_q=log_q.numpy(), neg_log_q=cands.neg_log_q)
+    layer = recloss.keras.FrequencyEstimator(2 ** 10, 2, 2 ** -4, name="freq")
 """
 
 
@@ -148,6 +182,7 @@ def test_mypy_reports_a_misspelt_option_and_a_wrong_type(tmp_path):
         10: 'Argument "reduction" to "softmax_loss" has incompatible type "Literal[\'avg\']"',
         11: 'Unexpected keyword argument "temprature" for "SampledSoftmaxLoss"',
         12: 'Argument "num_hard_negatives" to "Retrieval" has incompatible type "float"; expected "int | None"',
+        13: 'Unexpected keyword argument "num_bucket" for "FrequencyEstimator"',
     }
     for line, message in expected.items():
         assert f"user_script.py:{line}: error: {message}" in report, report

@@ -275,7 +275,9 @@ def devices() -> list[str]:
 
 
 def value_and_grad(fn: Callable[..., Any], inputs: dict[str, Any], wrt: list[str],
-                   device: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                   device: str, jit: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The backends' ``value_and_grad``; ``jit=True`` runs the whole computation under ``jax.jit`` (one
+    compilation, where op by op every new shape compiles each operation)."""
     wants_x64 = any(v is not None and v.dtype == np.float64 for v in inputs.values())
     with jax.enable_x64(True) if wants_x64 else contextlib.nullcontext():
         target = jax.devices(device)[0]
@@ -286,9 +288,9 @@ def value_and_grad(fn: Callable[..., Any], inputs: dict[str, Any], wrt: list[str
             return jnp.sum(out), out
 
         if wrt:
-            (_, out), grads = jax.value_and_grad(total, argnums=tuple(range(len(wrt))), has_aux=True)(
-                *[arrays[name] for name in wrt])
+            step = jax.value_and_grad(total, argnums=tuple(range(len(wrt))), has_aux=True)
+            (_, out), grads = (jax.jit(step) if jit else step)(*[arrays[name] for name in wrt])
         else:
-            out, grads = fn(**arrays), ()
+            out, grads = (jax.jit(lambda: fn(**arrays)) if jit else lambda: fn(**arrays))(), ()
         as_numpy = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
         return as_numpy(out), {name: as_numpy(g) for name, g in zip(wrt, grads)}

@@ -25,6 +25,18 @@ def _like(value: Any, reference: Any) -> Any:
 
 
 HALF = (tf.float16, tf.bfloat16)
+_GPU_VISIBLE: list[bool] = []
+
+
+def _on_cpu(x: tf.Tensor) -> bool:
+    """Whether ``x`` lives (or, in a graph without a device yet, will run) on a CPU: its device where eager
+    execution placed it, else whether TensorFlow sees no GPU at all."""
+    device = getattr(x, "device", "") or ""
+    if device:
+        return "GPU" not in device.rsplit("device:", 1)[-1].upper()
+    if not _GPU_VISIBLE:
+        _GPU_VISIBLE.append(bool(tf.config.list_logical_devices("GPU")))
+    return not _GPU_VISIBLE[0]
 
 
 class TensorFlowOps:
@@ -50,7 +62,15 @@ class TensorFlowOps:
 
     @staticmethod
     def dot_nt(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-        """bfloat16 inputs: a bfloat16 product (TensorFlow offers no float32 result for it) upcast."""
+        """bfloat16 inputs: a bfloat16 product (TensorFlow offers no float32 result for it) upcast.
+
+        On a CPU the product is computed as XLA computes it there, whatever the processor: float32 sums of the
+        exact products, rounded once to bfloat16. TensorFlow's own bfloat16 ``MatMul`` kernel on a CPU depends on
+        the processor (oneDNN where it has AVX-512, else Eigen, which rounds partial sums), so eager and compiled
+        calls would disagree by up to 2**-8 relative on processors without AVX-512."""
+        if a.dtype == tf.bfloat16 and _on_cpu(a):
+            product = tf.matmul(tf.cast(a, tf.float32), tf.cast(b, tf.float32), transpose_b=True)
+            return tf.cast(tf.cast(product, tf.bfloat16), tf.float32)
         product = tf.matmul(a, b, transpose_b=True)
         return tf.cast(product, tf.float32) if a.dtype in HALF else product
 

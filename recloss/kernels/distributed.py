@@ -21,7 +21,7 @@ rows ``w_i l_i``, each scored against the global candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from recloss._spec import Bound
 from recloss._validate import GATHER_ENGINES, gather_error, gather_requested
@@ -47,9 +47,19 @@ class Collectives(Protocol):
     #                                                             gradient: the sum of the cotangents over workers
 
 
-def collectives(ops: Ops, bound: Bound, gather: Any) -> Collectives | None:
+#: The dimensions whose sizes may differ between workers: the rows that are concatenated over the workers
+#: (the local batch, the shared negatives). Every other dimension is the same on every worker.
+ROW_DIMS = frozenset({"B", "N"})
+
+
+def collectives(ops: Ops, bound: Bound, gather: Any, inputs: Mapping[str, Any]) -> Collectives | None:
     """The collectives of a call's ``gather`` option, or None for the local batch (``None`` or ``False``, or a
-    call that the framework traces only for its output's shape: the backend's hook decides)."""
+    call that the framework traces only for its output's shape: the backend's hook decides).
+
+    ``inputs`` are the call's tensor arguments by name. Where workers may be called with different inputs
+    (torch processes), the collectives offer ``describe_call(bound, inputs)``, and check before their first
+    collective that every worker's call is the same (else an error on every worker, not a crash or a hang).
+    """
     gather = gather_requested(gather)
     if gather is None:
         return None
@@ -57,7 +67,11 @@ def collectives(ops: Ops, bound: Bound, gather: Any) -> Collectives | None:
     if hook is None:
         raise gather_error(bound.spec.name, gather, GATHER_ENGINES, "a backend without one",
                            "pass torch, JAX or TensorFlow tensors, or gather=None")
-    return hook(bound.spec.name, gather)
+    comm = hook(bound.spec.name, gather)
+    describe = getattr(comm, "describe_call", None)
+    if describe is not None:
+        describe(bound, inputs)
+    return comm
 
 
 @dataclass(frozen=True)

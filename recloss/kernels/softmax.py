@@ -277,7 +277,9 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     pos_q, neg_q, weight = (upcast(ops, bound, x) for x in (pos_log_q, neg_log_q, sample_weight))
     pos_ids, neg_ids = comparable_ids(ops, bound, pos_ids, neg_ids)
     in_batch = (neg_emb is None) if in_batch is None else in_batch
-    comm = collectives(ops, bound, gather)
+    comm = collectives(ops, bound, gather, dict(
+        query_emb=query_emb, pos_emb=pos_emb, neg_emb=neg_emb, pos_log_q=pos_log_q, neg_log_q=neg_log_q,
+        pos_ids=pos_ids, neg_ids=neg_ids, sample_weight=sample_weight))
     columns = None
     if comm is not None:
         shared = n is not None and bound.form("neg_emb") == ("N", "D")
@@ -300,7 +302,8 @@ def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any
                                             gather: Any = None) -> Any:
     q, p, n = product_operands(ops, bound, product_precision, src_emb, pos_emb, neg_emb)
     weight = upcast(ops, bound, sample_weight)
-    comm = collectives(ops, bound, gather)
+    comm = collectives(ops, bound, gather, dict(src_emb=src_emb, pos_emb=pos_emb, neg_emb=neg_emb,
+                                                sample_weight=sample_weight))
     columns = None if comm is None else candidate_columns(ops, comm, neg=n)
     rows = retrieval_row_losses(ops, bound, q, p, n, temperature=scalar(ops, bound, temperature), in_batch=False,
                                 pos_log_q=None, neg_log_q=None, pos_ids=None, neg_ids=None, num_hard_negatives=None,
@@ -317,7 +320,8 @@ def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, tempe
     weight = upcast(ops, bound, sample_weight)
     if normalize:
         q, k = _normalized(ops, bound, q), _normalized(ops, bound, k)
-    comm = collectives(ops, bound, gather)
+    comm = collectives(ops, bound, gather, dict(query_emb=query_emb, key_emb=key_emb, ids=ids,
+                                                sample_weight=sample_weight))
     keys_columns = queries_columns = None
     if comm is not None:   # every worker's keys (and, for the other direction, queries) as columns
         ((all_k, all_q, all_ids),), (offset,) = gather_rows(ops, comm, [[k, q if symmetric else None, ids]])
