@@ -25,7 +25,8 @@ def _mib(x: Any) -> str:
 
 
 def markdown(document: dict[str, Any]) -> str:
-    results = [r for r in document["results"] if r.get("ok") and r["mode"] != "overhead" and r["backend"] != "numpy"]
+    results = [r for r in document["results"] if r.get("ok") and r["mode"] != "overhead" and r["backend"] != "numpy"
+               and r["workload"] != "versus"]
     by_key = {_key(r): r for r in results}
     best = {tuple(r["shape"]): r for r in document["results"] if r.get("ok") and r["backend"] == "numpy"}
     machine = document["machine"]
@@ -39,6 +40,7 @@ def markdown(document: dict[str, Any]) -> str:
              "sensitive to other load on the machine); `vs plain` by the plain stable implementation in the same "
              "framework and mode. Memory is the peak RSS during one step above the inputs, in MiB, and as a "
              "ratio to the float32 logits matrix (B x N; B x B for InfoNCE).", ""]
+    lines += versus_table(document)
     shapes = sorted({tuple(r["shape"]) for r in results}, key=lambda s: s[0] * s[1])
     for shape in shapes:
         floor = [r["floor_s"] for r in results if tuple(r["shape"]) == shape]
@@ -90,6 +92,53 @@ def markdown(document: dict[str, Any]) -> str:
         lines += [f"- {r['backend']} {r['mode']} {r['workload']} {tuple(r['shape'])}: {r.get('error')}" for r in failed]
         lines.append("")
     return "\n".join(lines)
+
+
+SMALL_STEP = (256, 256, 64)
+
+
+def versus_table(document: dict[str, Any]) -> list[str]:
+    """recloss / plain per framework, mode and shape (``versus.py``: the two timed alternately in one process);
+    below 1: recloss is faster. The small step is in-batch sampled softmax against ``cross_entropy(q @ p.T / T,
+    arange(B))``, the larger shapes ``unsupervised_softmax_cross_entropy_loss`` against the plain softmax
+    cross-entropy on the concatenated logits."""
+    versus = [r for r in document["results"] if r.get("workload") == "versus"]
+    if not versus:
+        return []
+    columns = sorted({(tuple(r["shape"]), r.get("threads")) for r in versus},
+                     key=lambda c: (c[0][0] * c[0][1], c[1] or 0))
+    cores = document["machine"].get("cores")
+
+    def header(column: tuple) -> str:
+        shape, threads = column
+        what = "small step, in-batch (B, D) = (%d, %d)" % (shape[0], shape[2]) if shape == SMALL_STEP else str(shape)
+        return f"{what}, {threads or cores} thread{'s' if (threads or cores) != 1 else ''}"
+
+    lines = ["### recloss / plain, same framework and mode (below 1: recloss faster)", "",
+             "Each pair timed alternately in one process (random order per round, the same number of calls per "
+             "timing), ratio of the medians; `!` marks a ratio above the bound (1.2 for the small torch eager "
+             "step, 1.0 elsewhere). Median ms of recloss / plain in brackets.", "",
+             "| framework | mode | " + " | ".join(header(c) for c in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    by_key = {(r["backend"], r["mode"], tuple(r["shape"]), r.get("threads")): r for r in versus}
+    for backend in ("torch", "jax", "tensorflow"):
+        for mode in ("eager", "compiled"):
+            cells = []
+            for shape, threads in columns:
+                r = by_key.get((backend, mode, shape, threads))
+                if r is None:
+                    cells.append("–")
+                elif not r.get("ok"):
+                    cells.append("failed")
+                else:
+                    bound = 1.2 if (backend, mode, shape) == ("torch", "eager", SMALL_STEP) else 1.0
+                    mark = " !" if r["ratio"] > bound else ""
+                    cells.append(f"{r['ratio']:.2f}{mark} ({r['recloss_s'] * 1e3:.2f} / {r['plain_s'] * 1e3:.2f})")
+            if any(c != "–" for c in cells):
+                label = COMPILER[backend] if mode == "compiled" else ("eager (jax.grad op by op)" if backend == "jax"
+                                                                     else "eager")
+                lines.append(f"| {backend} | {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def targets(document: dict[str, Any]) -> list[str]:

@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                                                     "by git, so a smoke run never overwrites the committed results)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
     parser.add_argument("--no-overhead", action="store_true", help="skip the dispatch-overhead measurement")
+    parser.add_argument("--no-versus", action="store_true",
+                        help="skip the recloss / plain ratios measured alternately in one process (versus.py)")
+    parser.add_argument("--threads", default="1,2",
+                        help="intra-op thread counts of the small-step ratios (comma-separated; default 1,2)")
     args = parser.parse_args(argv)
 
     if args.out is None:
@@ -175,15 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_overhead:
         configs += [{"backend": b, "mode": "overhead", "workload": "overhead", "shape": [32, 256, 64],
                      "calls": 300 if args.quick else 2000} for b in backends]
+    if not args.no_versus and (not args.workload or "versus" in args.workload):
+        threads = [int(t) for t in args.threads.split(",") if t]
+        configs += versus_configurations(backends, [] if args.quick else shapes, threads, args.quick)
     os.makedirs(args.out, exist_ok=True)
     results: list[dict[str, Any]] = []
     started = time.time()
     print(f"recloss benchmarks: {len(configs)} configurations, backends {', '.join(backends)}", file=sys.stderr)
     for index, config in enumerate(configs):
         label = f"{config['backend']} {config['mode']} {config['workload']} {tuple(config['shape'])}"
+        if config.get("threads"):
+            label += f" {config['threads']} thread(s)"
         _bar(index, len(configs), started, label)
         if config["mode"] == "overhead":
             result = run_overhead(config, args.timeout)
+        elif config["workload"] == "versus":
+            result = run_versus(config, args.timeout)
         else:
             result = run_one(config, args.timeout)
         results.append(result)
@@ -203,6 +214,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}/results.json, results.md" + (", results.png" if plotted else
                                                          " (no plot: matplotlib is not installed)"))
     return 0 if all(r.get("ok") for r in results) else 1
+
+
+def versus_configurations(backends: list[str], shapes: list[tuple[int, int, int]], threads: list[int],
+                          quick: bool) -> list[dict[str, Any]]:
+    """recloss against the plain version in the same framework and mode (``versus.py``): the small step with
+    each thread count, and the larger shapes with the framework's default threads (every core)."""
+    configs = []
+    for backend in backends:
+        for mode in ("eager", "compiled"):
+            for count in threads:
+                configs.append({"backend": backend, "mode": mode, "workload": "versus",
+                                "shape": list(workloads.SMALL_STEP), "threads": count,
+                                "max_seconds": 8.0 if quick else 20.0})
+            for shape in shapes:
+                if shape == workloads.SMALL_STEP or shape[0] * shape[1] < 1 << 22:
+                    continue   # the ratios cover the small step and the shapes that stream
+                configs.append({"backend": backend, "mode": mode, "workload": "versus", "shape": list(shape),
+                                "threads": None, "max_seconds": 60.0 if shape[1] > 20000 else 30.0})
+    return configs
+
+
+def run_versus(config: dict[str, Any], timeout: float) -> dict[str, Any]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+    try:
+        done = subprocess.run([sys.executable, os.path.join(HERE, "versus.py"), json.dumps(config)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**config, "ok": False, "error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {**config, "ok": False, "error": f"exit {done.returncode}: {' | '.join(tail)}"[:500]}
 
 
 def run_overhead(config: dict[str, Any], timeout: float) -> dict[str, Any]:

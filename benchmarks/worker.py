@@ -55,6 +55,8 @@ def build_step(backend: str, mode: str, workload: str, inputs: dict[str, np.ndar
         fn = workloads.graphlearn_tf
     elif workload == "plain":
         fn = workloads.plain(backend)
+    elif workload == "plain_in_batch":
+        fn = workloads.plain_in_batch(backend)
     elif workload == "matmul":
         fn = None
     else:

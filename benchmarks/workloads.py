@@ -31,7 +31,11 @@ EMBEDDING_LOSSES = ("unsupervised_softmax", "unsupervised_softmax[materialized]"
                     "unsupervised_softmax[float32 products]", "sampled_softmax[logQ,ids]", "info_nce")
 #: Workloads run only with half-precision inputs (with float32 inputs they equal their plain counterpart).
 HALF_ONLY = ("unsupervised_softmax[float32 products]",)
-BASELINES = ("graphlearn", "plain", "matmul")
+BASELINES = ("graphlearn", "plain", "matmul", "plain_in_batch")
+#: The small step most users run (workload ``sampled_in_batch``): in-batch sampled softmax
+#: (``sampled_softmax_loss(q, p)``, the other rows' positives as negatives) against the hand-written
+#: ``cross_entropy(q @ p.T / T, arange(B))`` (``plain_in_batch``); shape (B, B, D).
+SMALL_STEP = (256, 256, 64)
 
 
 def logits_elements(workload: str, shape: tuple[int, int, int]) -> int:
@@ -52,6 +56,8 @@ def make_inputs(kind: str, shape: tuple[int, int, int], seed: int = 0,
 
     def emb(rows: int) -> np.ndarray:
         return (rng.standard_normal((rows, d), dtype=np.float32) / np.float32(np.sqrt(d))).astype(cast)
+    if kind == "query_pos":
+        return {"query_emb": emb(b), "pos_emb": emb(b)}, ["query_emb", "pos_emb"]
     if kind in ("shared", "plain", "graphlearn"):
         return {"src_emb": emb(b), "pos_emb": emb(b), "neg_emb": emb(n)}, ["src_emb", "pos_emb", "neg_emb"]
     if kind == "shared_logq_ids":
@@ -70,12 +76,17 @@ def make_inputs(kind: str, shape: tuple[int, int, int], seed: int = 0,
 
 
 def input_kind(workload: str) -> str:
+    if workload in ("sampled_in_batch", "plain_in_batch"):
+        return "query_pos"
     return LOSSES[workload][2] if workload in LOSSES else workload
 
 
 def loss_function(workload: str) -> Callable[..., Any]:
     """``fn(**tensors) -> scalar`` for a recloss workload."""
     import recloss
+
+    if workload == "sampled_in_batch":
+        return lambda query_emb, pos_emb: recloss.sampled_softmax_loss(query_emb, pos_emb, temperature=TEMPERATURE)
 
     name, options, kind = LOSSES[workload]
     function = getattr(recloss, name)
@@ -129,5 +140,31 @@ def plain(backend: str) -> Callable[..., Any]:
         logits = tf.concat([tf.reduce_sum(src_emb * pos_emb, -1, keepdims=True),
                             tf.matmul(src_emb, neg_emb, transpose_b=True)], 1) / TEMPERATURE
         labels = tf.zeros(tf.shape(logits)[0], tf.int32)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return tf_plain
+
+
+def plain_in_batch(backend: str) -> Callable[..., Any]:
+    """The in-batch softmax cross-entropy as a user writes it: ``cross_entropy(q @ p.T / T, arange(B))``."""
+    if backend == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        def torch_plain(query_emb, pos_emb):
+            return F.cross_entropy(query_emb @ pos_emb.T / TEMPERATURE, torch.arange(query_emb.shape[0]))
+        return torch_plain
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def jax_plain(query_emb, pos_emb):
+            log_p = jax.nn.log_softmax(query_emb @ pos_emb.T / TEMPERATURE, axis=-1)
+            return -jnp.mean(jnp.diagonal(log_p))
+        return jax_plain
+    import tensorflow as tf
+
+    def tf_plain(query_emb, pos_emb):
+        logits = tf.matmul(query_emb, pos_emb, transpose_b=True) / TEMPERATURE
+        labels = tf.range(tf.shape(logits)[0])
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     return tf_plain

@@ -7,21 +7,34 @@ The functions are generated with real Python signatures (as ``dataclasses`` does
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from typing import Any, Callable
 
 import numpy as np
 
 from recloss._convert import convert_numpy
-from recloss._dispatch import load_backend, resolve_backend
+from recloss._dispatch import framework_of, load_backend, resolve_backend
 from recloss._spec import LossSpec, Option
-from recloss._validate import is_tensor_like, validate
+from recloss._validate import check_values, is_tensor_like, shape_of, validate
 
 Tensor = Any  #: a tf.Tensor, torch.Tensor, jax.Array or np.ndarray
 
 
 def call(spec: LossSpec, backend: str | None, values: dict[str, Any]) -> Any:
-    """Run one loss call: dispatch, convert, validate, compute."""
+    """Run one loss call: dispatch, convert, validate, compute.
+
+    A call with the signature of the previous call of the same loss (the same backend argument, tensor types,
+    shapes and dtypes, and option values; no NumPy input, nothing traced) reuses what that call resolved:
+    the backend and the validated :class:`~recloss._spec.Bound`; only the value checks run again.
+    """
+    recent = None if _torch_compiling() else _RECENT.get(spec.name)
+    if recent is not None and _repeats(recent, backend, values):
+        module, bound, checked = recent[1], recent[2], recent[3]
+        for arg in checked:
+            if values[arg.name] is not None:
+                check_values(spec, arg, values, module.concrete)
+        return module.KERNELS[spec.name](bound, **values)
     tensors = {name: _as_array(values[name]) for name in spec.tensor_names}
     options = {option.name: values[option.name] for option in spec.options}
     candidates = list(tensors.values()) + [v for v in options.values() if is_tensor_like(v)]
@@ -29,10 +42,64 @@ def call(spec: LossSpec, backend: str | None, values: dict[str, Any]) -> Any:
     module = load_backend(name)
     if name != "numpy":
         tensors = convert_numpy(spec, module, tensors)
-    bound = validate(spec, tensors, options, module.concrete, not module.tracing())
+    tracing = module.tracing()
+    bound = validate(spec, tensors, options, module.concrete, not tracing)
     if bound.deferred:    # sizes unknown at trace time (TensorFlow graphs): compare them when they are known
         tensors = module.check_deferred(bound, tensors)
+    elif not tracing and name != "numpy":
+        _remember(spec, backend, values, module, bound)
     return module.KERNELS[spec.name](bound, **tensors, **options)
+
+
+#: Per loss, the signature of its last framework call and what it resolved: ``(signature, module, bound,
+#: arguments whose values are checked on every call)``; see :func:`call`.
+_RECENT: dict[str, tuple] = {}
+
+
+def _torch_compiling() -> bool:
+    """Whether torch.compile is tracing (the kept signatures are Python state that dynamo would guard on)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
+def _remember(spec: LossSpec, backend: str | None, values: dict[str, Any], module: Any, bound: Any) -> None:
+    """Keep this call's signature, in the order of ``values``: ``(type, shape, dtype)`` per tensor, None where
+    absent, ``(type, value)`` per option; nothing if an argument holds something else (a NumPy array, a list,
+    a tensor option), which the full path converts or checks."""
+    tensor_names = spec.tensor_names
+    signature: list[Any] = [backend]
+    for name, value in values.items():
+        if name in tensor_names:
+            if value is None:
+                signature.append(None)
+                continue
+            shape = shape_of(value) if is_tensor_like(value) else None
+            if framework_of(value) in (None, "numpy") or shape is None:
+                return   # (an unknown rank too: the full path checks nothing of it, and that is its answer)
+            signature.append((type(value), shape, value.dtype))
+        elif is_tensor_like(value):
+            return
+        else:
+            signature.append((type(value), value))
+    checked = tuple(arg for arg in spec.args if arg.nonnegative)
+    _RECENT[spec.name] = (tuple(signature), module, bound, checked)
+
+
+def _repeats(recent: tuple, backend: str | None, values: dict[str, Any]) -> bool:
+    """Whether ``values`` (with ``backend``) have the signature kept in ``recent``."""
+    signature = recent[0]
+    if signature[0] != backend:
+        return False
+    for expected, value in zip(signature[1:], values.values()):
+        if expected is None:
+            if value is not None:
+                return False
+        elif len(expected) == 3:   # a tensor
+            if type(value) is not expected[0] or shape_of(value) != expected[1] or value.dtype != expected[2]:
+                return False
+        elif type(value) is not expected[0] or value != expected[1]:
+            return False
+    return True
 
 
 def _as_array(x: Any) -> Any:

@@ -190,7 +190,7 @@ def validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, A
     if bound is not None:
         for arg in spec.args:
             if arg.nonnegative and tensors.get(arg.name) is not None:
-                _check_values(spec, arg, tensors, concrete)
+                check_values(spec, arg, tensors, concrete)
         return bound
     bound = _validate(spec, tensors, options, concrete)
     if key is not None:
@@ -225,7 +225,7 @@ def _signature(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str,
     return key
 
 
-def _check_values(spec: LossSpec, arg: Any, tensors: Mapping[str, Any], concrete: Callable[[Any], Any]) -> None:
+def check_values(spec: LossSpec, arg: Any, tensors: Mapping[str, Any], concrete: Callable[[Any], Any]) -> None:
     """A ``nonnegative`` argument holds finite values >= 0 (and <= ``at_most``), where its mask is True."""
     values = concrete(tensors[arg.name])
     if values is None or not values.size:
@@ -286,7 +286,7 @@ def _validate(spec: LossSpec, tensors: Mapping[str, Any], options: Mapping[str, 
             raise ShapeError(_shape_message(spec, arg.name, arg.shapes, dims, shape))
     for arg in spec.args:
         if arg.nonnegative and tensors.get(arg.name) is not None and arg.name in forms:
-            _check_values(spec, arg, tensors, concrete)
+            check_values(spec, arg, tensors, concrete)
 
     dtype = "float64" if "float64" in float_dtypes else "float32"
     deferred = tuple((dim, tuple((name, axis) for name, axis, _ in places)) for dim, places in seen.items()

@@ -201,16 +201,33 @@ COMPILE_AFTER = 1
 CACHE = SignatureCache(CACHE_SIZE)
 
 
+try:   # private; a JAX without it traces every tracer into the caller's computation, as before
+    from jax._src.core import is_concrete as _IS_CONCRETE
+except ImportError:   # pragma: no cover
+    _IS_CONCRETE = None
+
+
+def _concrete(value: Any) -> bool:
+    """Whether ``value`` is not a tracer, or one over a concrete value (``jax.grad``/``vjp``/``jvp`` called
+    eagerly): then a compiled kernel runs as one computation under the caller's differentiation, instead of
+    operation by operation. False under ``jit`` and ``vmap``, whose tracers have no value."""
+    if not isinstance(value, jax.core.Tracer):
+        return True
+    return _IS_CONCRETE is not None and bool(_IS_CONCRETE(value))
+
+
 def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
     """``kernel`` called eagerly (on concrete arrays) runs as one ``jax.jit`` computation per call signature
     (forms, dtypes, sizes and the static options: see :attr:`recloss._spec.Bound.signature`) from the
     signature's first call on (:data:`COMPILE_AFTER`), so that it costs one dispatch instead of one per
-    operation; the number options (temperature, margin) are traced, so a new value does not recompile. Inside
-    the caller's ``jit``/``grad``/``vmap`` (tracer inputs) the kernel is traced into their computation as
-    usual."""
+    operation; the number options (temperature, margin) are traced, so a new value does not recompile. Under
+    ``jax.grad``/``vjp``/``jvp`` called eagerly (tracers over concrete values) the same compiled kernel runs,
+    differentiated by the caller's transformation; inside the caller's ``jit`` or ``vmap`` (tracers without
+    values) the kernel is traced into their computation as usual."""
+
     def run(bound: Any, **arguments: Any) -> Any:
-        if any(isinstance(v, jax.core.Tracer) for v in arguments.values()):
-            return kernel(bound, **arguments)    # inside the caller's transformation: traced into it as usual
+        if not all(_concrete(v) for v in arguments.values()):
+            return kernel(bound, **arguments)    # inside the caller's jit or vmap: traced into it as usual
         tensors, numbers_, static = kernels.split_arguments(bound, arguments)
         key = (bound.signature, tuple(sorted(static.items())), bool(jax.config.jax_enable_x64),
                kernels.settings())

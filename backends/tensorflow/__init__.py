@@ -246,23 +246,32 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
                 [t for t in (*tensors.values(), *numbers_.values()) if t is not None]):
             return kernel(bound, **arguments)
         key = (bound.signature, tuple(sorted(static.items())), kernels.settings(), EAGER_COMPILE)
+        # The signature fixes which tensors are present: the compiled function takes them, then the numbers, as
+        # a flat list (a dict with absent entries costs TF's argument matching a few hundred microseconds).
+        names = tuple(name for name, value in tensors.items() if value is not None) + tuple(numbers_)
         function = XLA_KERNELS.get(key)
         if function is None:
-            function = CACHE.lookup(key, COMPILE_AFTER, lambda: _build(kernel, bound, static, key))
+            function = CACHE.lookup(key, COMPILE_AFTER, lambda: _build(kernel, bound, names, static, key))
         if function is None:
             return kernel(bound, **arguments)
         with first_order_only():
-            return function(tensors, {k: tf.constant(v, bound.dtype) if isinstance(v, float) else v
-                                      for k, v in numbers_.items()})
+            return function(*[tensors[name] for name in names[:len(names) - len(numbers_)]],
+                            *[_number(value, bound.dtype) for value in numbers_.values()])
     return run
 
 
-def _build(kernel: Callable[..., Any], bound: Any, static: dict[str, Any], key: Hashable) -> Callable[..., Any]:
-    """The compiled kernel of one call signature: XLA while :data:`XLA_SIGNATURES` allows (then kept in
+def _build(kernel: Callable[..., Any], bound: Any, names: tuple, static: dict[str, Any],
+           key: Hashable) -> Callable[..., Any]:
+    """The compiled kernel of one call signature, one ``tf.function`` of the tensors and numbers named by
+    ``names`` (the absent tensors None): XLA while :data:`XLA_SIGNATURES` allows (then kept in
     :data:`XLA_KERNELS`), else a graph."""
+    absent = {name: None for name in bound.spec.tensor_names if name not in names}
+
+    def call(*values: Any) -> Any:
+        return kernel(bound, **dict(zip(names, values)), **absent, **static)
+
     xla = EAGER_COMPILE == "xla" and len(XLA_KERNELS) < XLA_SIGNATURES
-    function = tf.function(lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static),
-                           jit_compile=xla, autograph=False)
+    function = tf.function(call, jit_compile=xla, autograph=False)
     # One function per signature by design: TensorFlow's warning about functions created in a loop (it counts
     # the traces of one Python code object) does not apply.
     function._omit_frequent_tracing_warning = True
@@ -276,6 +285,21 @@ def _operation_by_operation(tensors: list) -> bool:
     (the streaming backward then computes in ordinary operations) or a forward accumulator (a custom gradient
     has no JVP)."""
     return _higher_order(tensors) or forward_mode(tensors)
+
+
+_NUMBERS: dict[tuple, tf.Tensor] = {}
+
+
+def _number(value: Any, dtype: str) -> Any:
+    """A number option as a constant tensor of ``dtype`` (made once per value), a tensor as it is."""
+    if not isinstance(value, float):
+        return value
+    constant = _NUMBERS.get((value, dtype))
+    if constant is None:
+        if len(_NUMBERS) >= 256:
+            _NUMBERS.clear()
+        constant = _NUMBERS[(value, dtype)] = tf.constant(value, dtype)
+    return constant
 
 
 def _higher_order(tensors: list) -> bool:

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from recloss import kernels
+from recloss.backends.torch.block import block_loss as _block_loss
+from recloss.backends.torch.block import ready as _block_ready
 from recloss.backends.torch.streaming import streaming_row_losses as _streaming_row_losses
 
 #: Whether this process sees a CUDA device (so that "auto" on a CPU-only machine decides at no cost).
@@ -203,6 +205,15 @@ class TorchOps:
 
     minimum = staticmethod(min)
     streaming_row_losses = staticmethod(_streaming_row_losses)  # the streaming softmax path, custom backward
+
+    @staticmethod
+    def streaming_stores() -> bool:
+        """Whether the streaming path can keep chunks from its forward for its backward: not under
+        ``torch.compile`` (dynamo rejects the Function's extra saved outputs), where "auto" then materialises
+        a block small enough to have been kept."""
+        return not torch.compiler.is_compiling()
+    block_loss = staticmethod(_block_loss)    # the materialised softmax loss in one autograd node (eager)
+    block_ready = staticmethod(_block_ready)  # whether it can run now (eager autograd)
 
     # The fused path (Triton kernels, recloss.backends.torch.fused, imported only when it runs).
     @staticmethod

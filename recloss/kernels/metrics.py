@@ -106,5 +106,5 @@ def dcg(ops: Ops, bound: Bound, scores: Any, labels: Any, *, k: int | None, mask
         reduction: str) -> Any:
     """DCG at k: the numerator of :func:`ndcg`."""
     s, y, valid, w, kept, labels_at, retrieved = _prepare(ops, bound, scores, labels, mask, sample_weight, k)
-    rows = ops.sum(gains(ops, labels_at) * discount(ops, ops.positions(labels_at) + 1.0), 1)
+    rows = ops.sum(gains(ops, labels_at, 0.0) * discount(ops, ops.positions(labels_at) + 1.0), 1)
     return _finish(ops, rows, w, reduction, (s, y))

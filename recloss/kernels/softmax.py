@@ -14,7 +14,7 @@ from typing import Any
 
 from recloss._spec import Bound
 from recloss._validate import check_comparable_ids, dtype_name, gather_requested
-from recloss.kernels import fused, sharded
+from recloss.kernels import block, fused, sharded
 from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_normalize, product_operands,
                                      reduce_rows, scalar, upcast)
 from recloss.kernels.distributed import Columns, candidate_columns, collectives, gather_rows
@@ -161,8 +161,42 @@ def retrieval_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     else:
         log_q = None
     neg_logit = ops.concat(blocks, 1) if len(blocks) > 1 else blocks[0]
+    if num_hard_negatives is None and not label_smoothing and not z_loss:
+        return lse_row_losses(ops, pos_logit, neg_logit, keep, temperature, pos_log_q, log_q)
     return softmax_row_losses(ops, pos_logit, neg_logit, keep, temperature, pos_log_q, log_q,
                               num_hard_negatives, label_smoothing, z_loss)
+
+
+def lse_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperature: Any, pos_log_q: Any,
+                   neg_log_q: Any) -> Any:
+    """The rows of :func:`softmax_row_losses` without ``num_hard_negatives``, as
+    ``softplus(lse - s_pos)`` with ``lse`` the log-sum-exp of the kept negatives only, ``[B]``.
+
+    ``logsumexp([s_pos, s]) - s_pos = log(1 + exp(lse - s_pos))``: a confident row keeps its loss and gradient
+    (``softplus(-21.6) = 4.2e-10``, derivative ``sigmoid``), and autodiff of these few operations gives the
+    exact derivatives of every order (``m``, the row maximum, carries no gradient: it cancels). Compiled, this is
+    the plain log-softmax's work: one reduction for the maximum, one for the sum of exponentials. A row with no
+    negative left has ``lse = -inf`` and loss 0, with zero gradients (both ``where`` branches are finite).
+    """
+    if isinstance(temperature, float) and temperature == 1.0:
+        s_pos, s_neg = pos_logit, neg_logit
+    else:
+        s_pos, s_neg = pos_logit / temperature, neg_logit / temperature
+    if pos_log_q is not None:
+        s_pos = s_pos - pos_log_q
+    if neg_log_q is not None:
+        s_neg = s_neg - neg_log_q
+    num_neg = ops.size(s_neg, 1)
+    if not known_only_at_run_time(num_neg) and num_neg == 0:
+        return s_pos * 0.0
+    if keep is not None:
+        s_neg = ops.where(keep, s_neg, NEG_INF)
+    row_max = ops.stop_gradient(ops.max(s_neg, 1))
+    empty = row_max == NEG_INF
+    shift = ops.where(empty, 0.0, row_max)
+    total = ops.sum(ops.exp(s_neg - shift[:, None]), 1)
+    x = ops.where(empty, NEG_INF, shift + ops.log(ops.where(empty, 1.0, total))) - s_pos
+    return ops.relu(x) + ops.log1p(ops.exp(-ops.abs(x)))     # softplus(x), exact for every x
 
 
 def local_columns(ops: Ops, in_batch: bool, pos_emb: Any, pos_log_q: Any, pos_ids: Any, neg_emb: Any,
@@ -228,6 +262,12 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
         return None
     if implementation == "auto" and sizes[0] * sum(sizes[1:]) < STREAMING_MIN_LOGITS:
         return None
+    block_bytes = sizes[0] * sum(sizes[1:]) * (8 if bound.dtype == "float64" else 4)
+    store_bytes = STREAMING_STORE_BYTES if block_bytes <= STREAMING_STORE_BYTES else 0
+    if implementation == "auto" and store_bytes and not getattr(ops, "streaming_stores", lambda: True)():
+        # The backend cannot keep the chunks here (torch.compile): the materialised block holds the memory
+        # that kept chunks would, and its backward takes two products instead of recomputing a third.
+        return None
     # The streaming modules multiply in the compute dtype (half operands are cast here).
     query_emb, pos_emb, neg_emb = (upcast(ops, bound, x) for x in (query_emb, pos_emb, neg_emb))
     sources = []
@@ -239,8 +279,6 @@ def streaming_row_losses(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     s_pos = ops.rowdot(query_emb, pos_emb) / temperature
     if pos_log_q is not None:
         s_pos = s_pos - pos_log_q
-    block_bytes = sizes[0] * sum(sizes[1:]) * (8 if bound.dtype == "float64" else 4)
-    store_bytes = STREAMING_STORE_BYTES if block_bytes <= STREAMING_STORE_BYTES else 0
     q = query_emb / temperature
     if not label_smoothing:
         rows = stream(q, s_pos, tuple(sources), pos_ids, STREAMING_CHUNK, store_bytes)
@@ -286,6 +324,7 @@ def softmax_loss(ops: Ops, bound: Bound, pos_logit: Any, neg_logit: Any, *, neg_
 
 
 @fused.path
+@block.path
 def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, neg_emb: Any, *,
                          temperature: Any, in_batch: bool | None, pos_log_q: Any, neg_log_q: Any, pos_ids: Any,
                          neg_ids: Any, query_ids: Any = None, num_hard_negatives: int | None,
@@ -324,6 +363,7 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
 
 
 @fused.path
+@block.path
 def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any, pos_emb: Any, neg_emb: Any, *,
                                             temperature: Any, label_smoothing: float = 0.0, z_loss: float = 0.0,
                                             sample_weight: Any, reduction: str,
@@ -349,6 +389,7 @@ def unsupervised_softmax_cross_entropy_loss(ops: Ops, bound: Bound, src_emb: Any
 
 
 @fused.path
+@block.path
 def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, temperature: Any, symmetric: bool,
                   normalize: bool, ids: Any, query_ids: Any = None, label_smoothing: float = 0.0,
                   z_loss: float = 0.0, sample_weight: Any, reduction: str,

@@ -24,7 +24,8 @@ IMPLEMENTATION = Option(
         "recompute the scores blockwise in the backward (Triton on CUDA tensors with PyTorch, Pallas on GPU arrays "
         "with JAX; float32, bfloat16 or float16 inputs read as they are, float32 accumulation; an error on "
         'TensorFlow, on a CPU, with float64 inputs, ``[B, K, D]`` negatives or ``num_hard_negatives``); ``"auto"`` '
-        "picks \"fused\" where it applies, else streams when B times the number of candidates is at least 2**22. "
+        "picks \"fused\" where it applies, else streams when B times the number of candidates is at least 2**22 "
+        "(under torch.compile, where the streaming path cannot keep its chunks, only above 64 MiB of block). "
         "Per-row ``[B, K, D]`` negatives and ``num_hard_negatives`` always use the materialised path.")
 
 LABEL_SMOOTHING = Option(

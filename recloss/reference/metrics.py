@@ -62,7 +62,7 @@ def _average_precision(s, y, k):
 
 
 def _dcg(s, y, k):
-    return sum(gain(label) * discount(r + 1) for r, label in enumerate(_top(s, y, k)))
+    return sum(gain(label, 0.0) * discount(r + 1) for r, label in enumerate(_top(s, y, k)))   # 2^label - 1
 
 
 def ndcg(scores, labels, *, k=None, mask=None, sample_weight=None, reduction="mean"):

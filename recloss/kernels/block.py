@@ -1,0 +1,182 @@
+"""The materialised retrieval softmax in one backend operation, where the backend has one (eager PyTorch).
+
+A small batch in eager mode pays for the number of operations, not for the arithmetic: each costs a dispatch
+and, under autograd, a graph node. The generic kernels (:mod:`recloss.kernels.softmax`) build the ``[B, N]``
+block, the row maxima, the masks, the reduction and the non-finite guard from a few dozen operations. A backend
+may offer the whole loss as one operation instead::
+
+    ops.block_loss(q, pos, temperature, pos_log_q, sources, row_ids, reduction) -> loss | None
+    ops.block_ready() -> bool        # whether it can run now (e.g. not while a compiler traces)
+
+with the streaming path's ``sources`` (``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)`` per
+candidate source, see :func:`recloss.kernels.softmax.streaming_row_losses`). It returns the loss reduced by
+``reduction`` (``"none"``, ``"sum"`` or ``"mean"``, no weights) with the non-finite guard of its inputs applied
+(a NaN or an infinity in any of them makes the result NaN, every row with ``"none"``), or None where it does not
+apply (the generic kernel then runs). Weights and ``info_nce_loss``'s symmetric form take its rows
+(``"none"``) and reduce them here.
+
+The path runs where the generic kernel would materialise the block: ``implementation="materialized"``, or
+``"auto"`` below the streaming threshold; local candidates only (no ``gather``, no ``shard_negatives``), no
+``num_hard_negatives``, ``query_ids``, label smoothing or z-loss, shared ``[N, D]`` or in-batch negatives. The
+fused GPU path, where it applies, runs before it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from recloss._spec import Bound
+from recloss._validate import gather_requested
+from recloss.kernels._common import Ops, _reduce, l2_normalize, scalar, upcast
+
+
+def path(generic: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate one of the three generic retrieval-softmax losses: the backend's block operation runs first
+    where it applies (same arguments, the reduced loss or None).
+
+    Whether it applies, and how the call's arguments become its sources, depends on the call signature only
+    (the validated :class:`~recloss._spec.Bound`, which the validator reuses for repeated signatures): that
+    plan is made once per ``Bound``, so a repeated call does little more than fetch its tensors."""
+    planner = _PLANNERS[generic.__name__]
+
+    @functools.wraps(generic)
+    def kernel(ops: Ops, bound: Bound, **arguments: Any) -> Any:
+        ready = getattr(ops, "block_ready", None)
+        if ready is not None and ready():   # (not while a compiler traces: the plans are Python state)
+            plan = _plan(planner, bound)
+            if plan is not None:
+                loss = plan(ops, arguments)
+                if loss is not None:
+                    return loss
+        return generic(ops, bound, **arguments)
+    return kernel
+
+
+#: Plans by ``(id(bound), streaming threshold)``, with the Bound itself (so that its id stays its own).
+_PLANS: dict[tuple, tuple] = {}
+_PLANS_SIZE = 1024
+
+
+def _plan(planner: Callable[[Bound, int], Any], bound: Bound) -> Any:
+    from recloss.kernels import softmax   # read at call time: tests change the threshold
+    key = (id(bound), softmax.STREAMING_MIN_LOGITS)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is bound:
+        return hit[1]
+    plan = planner(bound, softmax.STREAMING_MIN_LOGITS)
+    if len(_PLANS) >= _PLANS_SIZE:
+        _PLANS.clear()
+    _PLANS[key] = (bound, plan)
+    return plan
+
+
+def _materialised(bound: Bound, rows: Any, columns: Any, threshold: int) -> bool:
+    """Whether the generic kernel would materialise this block (so that the block operation may take it)."""
+    options = bound.options
+    implementation = options.get("implementation", "auto")
+    if implementation not in ("auto", "materialized") or gather_requested(options.get("gather")) is not None:
+        return False
+    if gather_requested(options.get("shard_negatives")) is not None or "query_ids" in bound.present:
+        return False
+    if float(options.get("label_smoothing") or 0.0) or float(options.get("z_loss") or 0.0):
+        return False   # the generic kernels regularise the rows
+    if not isinstance(rows, int) or not isinstance(columns, int) or rows == 0 or columns == 0:
+        return False
+    return implementation == "materialized" or rows * columns < threshold
+
+
+def _in_compute_dtype(bound: Bound, *names: str) -> bool:
+    """Whether these embeddings are in the compute dtype, so that ``product_precision`` has nothing to do:
+    half or mixed precisions take the generic path, whose product rules they follow."""
+    return all(bound.dtypes.get(name, bound.dtype) == bound.dtype for name in names)
+
+
+def _cast(ops: Ops, bound: Bound, name: str) -> Callable[[Any], Any]:
+    """How the floating argument ``name`` reaches the compute dtype: as it is, or cast."""
+    if bound.dtypes.get(name, bound.dtype) == bound.dtype:
+        return lambda x: x
+    return lambda x: upcast(ops, bound, x)
+
+
+def _loss(ops: Ops, bound: Bound, q: Any, pos: Any, temperature: Any, pos_log_q: Any, sources: tuple,
+          row_ids: Any, weight: Any, reduction: str) -> Any:
+    t = scalar(ops, bound, temperature)
+    if weight is None:
+        return ops.block_loss(q, pos, t, pos_log_q, sources, row_ids, reduction)
+    rows = ops.block_loss(q, pos, t, pos_log_q, sources, row_ids, "none")
+    return None if rows is None else _reduce(ops, rows, upcast(ops, bound, weight), reduction)
+
+
+def _sampled_softmax_loss(bound: Bound, threshold: int) -> Callable[[Ops, dict], Any] | None:
+    options = bound.options
+    has_neg = "neg_emb" in bound.present
+    if options["num_hard_negatives"] is not None or (has_neg and bound.form("neg_emb") != ("N", "D")):
+        return None
+    in_batch = (not has_neg) if options["in_batch"] is None else options["in_batch"]
+    rows = bound.dims.get("B")
+    columns = (rows if in_batch else 0) + (bound.dims.get("N") if has_neg else 0)
+    if not _materialised(bound, rows, columns, threshold) or not _in_compute_dtype(bound, "query_emb", "pos_emb",
+                                                                                    "neg_emb"):
+        return None
+    # Ids of two dtypes are compared in one that holds both (the shared rule); log_q cast to the compute dtype.
+    compare_ids = {"pos_ids", "neg_ids"} <= bound.present and bound.dtypes["pos_ids"] != bound.dtypes["neg_ids"]
+    reduction = options["reduction"]
+
+    def run(ops: Ops, arguments: dict) -> Any:
+        pos_emb, pos_ids, neg_ids = arguments["pos_emb"], arguments["pos_ids"], arguments["neg_ids"]
+        pos_q = _cast(ops, bound, "pos_log_q")(arguments["pos_log_q"])
+        if compare_ids:
+            from recloss.kernels.softmax import comparable_ids
+            pos_ids, neg_ids = comparable_ids(ops, bound, pos_ids, neg_ids)
+        sources: tuple = ()
+        if in_batch:   # the row's own positive is removed by its column (diagonal 0) or by its id
+            sources = ((pos_emb, pos_q, pos_ids, 0 if pos_ids is None else None),)
+        if has_neg:
+            sources += ((arguments["neg_emb"], _cast(ops, bound, "neg_log_q")(arguments["neg_log_q"]), neg_ids,
+                         None),)
+        return _loss(ops, bound, arguments["query_emb"], pos_emb, arguments["temperature"], pos_q, sources, pos_ids,
+                     arguments["sample_weight"], reduction)
+    return run
+
+
+def _unsupervised_softmax_cross_entropy_loss(bound: Bound, threshold: int) -> Callable[[Ops, dict], Any] | None:
+    if not _materialised(bound, bound.dims.get("B"), bound.dims.get("N"), threshold) or not _in_compute_dtype(
+            bound, "src_emb", "pos_emb", "neg_emb"):
+        return None
+    reduction = bound.options["reduction"]
+
+    def run(ops: Ops, arguments: dict) -> Any:
+        return _loss(ops, bound, arguments["src_emb"], arguments["pos_emb"], arguments["temperature"], None,
+                     ((arguments["neg_emb"], None, None, None),), None, arguments["sample_weight"], reduction)
+    return run
+
+
+def _info_nce_loss(bound: Bound, threshold: int) -> Callable[[Ops, dict], Any] | None:
+    rows = bound.dims.get("B")
+    if not _materialised(bound, rows, rows, threshold) or not _in_compute_dtype(bound, "query_emb", "key_emb"):
+        return None
+    options = bound.options
+    symmetric, normalize, reduction = options["symmetric"], options["normalize"], options["reduction"]
+
+    def run(ops: Ops, arguments: dict) -> Any:
+        q, k, ids = arguments["query_emb"], arguments["key_emb"], arguments["ids"]
+        if normalize:
+            q, k = l2_normalize(ops, q), l2_normalize(ops, k)
+        diagonal = 0 if ids is None else None
+        if not symmetric:
+            return _loss(ops, bound, q, k, arguments["temperature"], None, ((k, None, ids, diagonal),), ids,
+                         arguments["sample_weight"], reduction)
+        t = scalar(ops, bound, arguments["temperature"])
+        forward = ops.block_loss(q, k, t, None, ((k, None, ids, diagonal),), ids, "none")
+        backward = None if forward is None else ops.block_loss(k, q, t, None, ((q, None, ids, diagonal),), ids,
+                                                               "none")
+        if backward is None:
+            return None
+        return _reduce(ops, 0.5 * (forward + backward), upcast(ops, bound, arguments["sample_weight"]), reduction)
+    return run
+
+
+_PLANNERS = {"sampled_softmax_loss": _sampled_softmax_loss,
+             "unsupervised_softmax_cross_entropy_loss": _unsupervised_softmax_cross_entropy_loss,
+             "info_nce_loss": _info_nce_loss}
