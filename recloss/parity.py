@@ -304,7 +304,7 @@ def validate(losses: str | Iterable[str] | None = None, *, backends: str | Itera
     if inputs is not None:
         if len(names) != 1 or names[0] in SAMPLING_CHECKS:
             raise ValueError("inputs= needs exactly one loss name")
-        _check_user_inputs(SPECS[names[0]], inputs, options)
+        _check_user_inputs(SPECS[names[0]], inputs, options, dtypes)
     elif options is not None:
         raise ValueError("options= applies to inputs= (the spec cases bring their own options)")
     if backends is None:
@@ -395,7 +395,8 @@ def seed_argument(seed: Any) -> int:
     return int(seed)
 
 
-def _check_user_inputs(spec: LossSpec, inputs: Mapping[str, Any], options: Mapping[str, Any] | None) -> None:
+def _check_user_inputs(spec: LossSpec, inputs: Mapping[str, Any], options: Mapping[str, Any] | None,
+                       dtypes: Iterable[str]) -> None:
     """Every key of ``inputs`` a tensor argument of ``spec``, every required one given, likewise ``options``;
     then the call itself through the shared validator, which names the argument whose shape, dtype or values
     do not fit (``ShapeError``, ``DTypeError``, ``OptionError``)."""
@@ -416,7 +417,9 @@ def _check_user_inputs(spec: LossSpec, inputs: Mapping[str, Any], options: Mappi
                          f"{', '.join(option_names)}")
     numpy = load_backend("numpy")
     tensors = {arg.name: None if inputs.get(arg.name) is None else np.asarray(inputs[arg.name]) for arg in spec.args}
-    check_call(spec, tensors, {o.name: o.default for o in spec.options} | dict(options or {}), numpy.concrete)
+    for dtype in dtypes:   # as each backend will receive them: the floating inputs in the dtype being validated
+        check_call(spec, cast_inputs(tensors, spec, dtype), {o.name: o.default for o in spec.options}
+                   | dict(options or {}), numpy.concrete)
 
 
 def _cases(spec: LossSpec, inputs: Mapping[str, Any] | None, options: Mapping[str, Any] | None,

@@ -235,6 +235,12 @@ def _shared_negatives(spec: LossSpec, case: Any) -> bool:
                ("neg_emb" in case.forms or a.required) for a in spec.args)
 
 
+def _shardable(options: dict[str, Any], inputs: dict[str, Any]) -> bool:
+    """Whether ``shard_negatives`` takes a case's options: it refuses label smoothing, the z-loss and
+    ``query_ids``."""
+    return not (options.get("label_smoothing") or options.get("z_loss") or inputs.get("query_ids") is not None)
+
+
 def local_sizes(workers: int, equal: bool) -> tuple[list[int], list[int]]:
     """Each worker's local batch size and shared-negative count."""
     if equal:
@@ -266,7 +272,7 @@ def plan_cases(job: dict[str, Any], equal: bool) -> list[_Case]:
                 cast = cast_inputs(inputs, spec, dtype)
                 wrt = [a.name for a in spec.args if a.kind == FLOAT and cast[a.name] is not None]
                 cases.append(_Case(spec, case.name, dtype, cast, options, wrt, ranges))
-                if name in SHARD_LOSSES and _shared_negatives(spec, case):
+                if name in SHARD_LOSSES and _shared_negatives(spec, case) and _shardable(options, inputs):
                     cases.append(_Case(spec, case.name, dtype, cast, options, wrt, ranges, shard=True))
     return cases
 

@@ -94,7 +94,7 @@ def test_retrieval_equals_the_function_and_round_trips():
     assert type(restored) is rk.Retrieval and restored.get_config() == task.get_config()
     assert restored.options == {"temperature": 0.2, "in_batch": True, "num_hard_negatives": 4, "label_smoothing": 0.0,
                                 "z_loss": 0.0, "reduction": "mean", "implementation": "auto",
-                                "product_precision": "input", "gather": None}
+                                "product_precision": "input", "gather": None, "shard_negatives": None}
 
 
 def test_retrieval_on_symbolic_inputs_gives_the_loss_shape():

@@ -76,7 +76,8 @@ def test_reduction_and_sample_weight_as_in_torch_nn():
 def test_repr_shows_the_options():
     assert repr(rt.SampledSoftmaxLoss(temperature=0.05, num_hard_negatives=10)) == (
         "SampledSoftmaxLoss(temperature=0.05, in_batch=None, num_hard_negatives=10, label_smoothing=0.0, "
-        "z_loss=0.0, reduction='mean', implementation='auto', product_precision='input', gather=None)")
+        "z_loss=0.0, reduction='mean', implementation='auto', product_precision='input', gather=None, "
+        "shard_negatives=None)")
     assert repr(rt.TripletMarginLoss(distance="cosine")) == \
         "TripletMarginLoss(margin=1.0, distance='cosine', reduction='mean')"
     assert repr(rt.InfoNCELoss(temperature=0.07, learn_temperature=True)).startswith(
