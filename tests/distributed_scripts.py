@@ -369,7 +369,7 @@ def jax_checks() -> None:
     import jax
     import jax.numpy as jnp
     from jax import lax
-    from jax.sharding import AxisType, PartitionSpec as P
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
     import jax_sharding_checks  # beside this script
     import recloss

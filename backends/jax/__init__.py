@@ -235,7 +235,14 @@ def compiled(kernel: Callable[..., Any]) -> Callable[..., Any]:
             lambda tensors, numbers_: kernel(bound, **tensors, **numbers_, **static)))
         if function is None:
             return kernel(bound, **arguments)
-        return function(tensors, numbers_)
+        try:
+            return function(tensors, numbers_)
+        except TypeError as error:
+            # Forward mode (jax.jvp, jacfwd called eagerly) meets a custom_vjp inside the compiled kernel: run it
+            # operation by operation instead, where the kernel's own paths refuse it in recloss's words or take it.
+            if "custom_vjp" in str(error) and "forward-mode" in str(error):
+                return kernel(bound, **arguments)
+            raise
     return run
 
 

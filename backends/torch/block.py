@@ -43,7 +43,7 @@ _FLOATS = (torch.float32, torch.float64)
 
 def ready() -> bool:
     """Whether the block operation can run now: eager autograd (not while ``torch.compile`` traces, not under
-    ``torch.func`` transforms or forward-mode AD)."""
+    ``torch.func`` transforms or forward-mode AD; :func:`block_loss` also steps aside under ``torch.autocast``)."""
     return not (torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None
                 or forward_ad._current_level >= 0)
 
@@ -55,7 +55,8 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
     ``temperature`` is a Python float or a 0-d tensor (then divided out here, so autograd gives its gradient);
     each source is ``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)``, as for the streaming path.
     """
-    if not ready() or q.dtype not in _FLOATS:
+    if not ready() or q.dtype not in _FLOATS or torch.is_autocast_enabled(q.device.type):
+        # (under torch.autocast the generic rows run, whose products autocast casts as the user's would be)
         return None
     rows = q.shape[0]
     if rows == 0 or sum(keys.shape[0] for keys, *_ in sources) == 0 or not all(
