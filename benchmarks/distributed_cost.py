@@ -38,6 +38,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory import reset_peak, status  # noqa: E402
+
 
 def _inputs(rows: int, negatives: int, dim: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -205,32 +208,15 @@ def _sharded_worker(rank: int, workers: int, init: str, args: argparse.Namespace
     step(leaves(_sharded_inputs(rank, workers, 8, 64, args.dim)))   # warm-up: the same code path, small
     inputs = leaves(_sharded_inputs(rank, workers, args.batch, args.items, args.dim))
     gc.collect()
-    peak_ok = _reset_peak() if args.memory else False
-    before = _status("VmRSS")
+    peak_ok = reset_peak() if args.memory else False
+    before = status("VmRSS")
     counter.received = 0
     dist.barrier()
     (forward, _), (total, seconds) = step(inputs)
-    peak = _status("VmHWM") - before if peak_ok else None
+    peak = status("VmHWM") - before if peak_ok else None
     if rank == 0:
         queue.put({"forward": int(forward), "backward": int(total - forward), "seconds": seconds, "peak": peak})
     dist.destroy_process_group()
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _sharded(args: argparse.Namespace) -> int:

@@ -29,6 +29,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import memory  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 
@@ -53,14 +56,6 @@ IMPLEMENTATIONS = [("recloss", "torch", "eager"), ("recloss", "jax", "jit"), ("r
 
 # ----------------------------------------------------------------------------------------------------------
 # Worker: one configuration in this process
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _inputs(loss: str, batch: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +132,9 @@ def worker(config: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
-    before = _status("VmRSS")
+    before = memory.status("VmRSS")
     result = step()
-    peak = _status("VmHWM") - before
+    peak = memory.status("VmHWM") - before
     del result
     times = []
     for _ in range(config["reps"]):

@@ -105,8 +105,13 @@ def run_one(config: dict[str, Any], timeout: float) -> dict[str, Any]:
         # oneDNN's TF ops keep freed buffers in their own pool, which hides every peak from the RSS; without
         # them TF uses Eigen kernels and malloc (the same setting for recloss and the TF baselines).
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    return _run_script("worker.py", config, timeout, env)
+
+
+def _run_script(script: str, config: dict[str, Any], timeout: float, env: dict[str, str]) -> dict[str, Any]:
+    """``script`` (beside this file) run on ``config`` in a fresh process: its ``RESULT`` line, or the error."""
     try:
-        done = subprocess.run([sys.executable, os.path.join(HERE, "worker.py"), json.dumps(config)],
+        done = subprocess.run([sys.executable, os.path.join(HERE, script), json.dumps(config)],
                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {**config, "ok": False, "error": f"timed out after {timeout:.0f} s"}
@@ -236,17 +241,8 @@ def versus_configurations(backends: list[str], shapes: list[tuple[int, int, int]
 
 
 def run_versus(config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
-    try:
-        done = subprocess.run([sys.executable, os.path.join(HERE, "versus.py"), json.dumps(config)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {**config, "ok": False, "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-    return {**config, "ok": False, "error": f"exit {done.returncode}: {' | '.join(tail)}"[:500]}
+    return _run_script("versus.py", config, timeout,
+                       {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"})
 
 
 def run_overhead(config: dict[str, Any], timeout: float) -> dict[str, Any]:

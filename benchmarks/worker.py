@@ -26,26 +26,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
+from memory import reset_peak, status  # noqa: E402
 
 PAUSE = 0.05
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` field in bytes (VmRSS, VmHWM)."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def build_step(backend: str, mode: str, workload: str, inputs: dict[str, np.ndarray],
@@ -135,10 +118,10 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     setup_seconds = time.perf_counter() - started
 
     gc.collect()
-    peak_ok = _reset_peak()
-    before = _status("VmRSS")
+    peak_ok = reset_peak()
+    before = status("VmRSS")
     result = step()
-    peak = _status("VmHWM")
+    peak = status("VmHWM")
     del result
     gc.collect()
 

@@ -118,10 +118,6 @@ class JaxSamplingOps(JaxOps):
     floor = staticmethod(jnp.floor)
 
     @staticmethod
-    def cumsum(x: jax.Array) -> jax.Array:
-        return jnp.cumsum(x)
-
-    @staticmethod
     def searchsorted(sorted_: jax.Array, values: jax.Array) -> jax.Array:
         return jnp.searchsorted(sorted_, values, side="right")
 

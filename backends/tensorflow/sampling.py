@@ -84,10 +84,6 @@ class TensorFlowSamplingOps(TensorFlowOps):
     floor = staticmethod(tf.floor)
 
     @staticmethod
-    def cumsum(x: tf.Tensor) -> tf.Tensor:
-        return tf.math.cumsum(x)
-
-    @staticmethod
     def searchsorted(sorted_: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
         return tf.searchsorted(sorted_, values, side="right", out_type=tf.int64)
 

@@ -88,10 +88,6 @@ class TorchSamplingOps(TorchOps):
     floor = staticmethod(torch.floor)
 
     @staticmethod
-    def cumsum(x: torch.Tensor) -> torch.Tensor:
-        return torch.cumsum(x, 0)
-
-    @staticmethod
     def searchsorted(sorted_: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(sorted_, values, right=True)
 

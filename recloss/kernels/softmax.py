@@ -20,6 +20,19 @@ from recloss.kernels._common import (NEG_INF, Ops, known_only_at_run_time, l2_no
 from recloss.kernels.distributed import Columns, candidate_columns, collectives, gather_rows
 
 
+def row_scores(pos_logit: Any, neg_logit: Any, temperature: Any, pos_log_q: Any, neg_log_q: Any) -> tuple[Any, Any]:
+    """``(s_pos [B], s_neg [B, K])``: the logits divided by the temperature, minus their log Q where given."""
+    if isinstance(temperature, float) and temperature == 1.0:
+        s_pos, s_neg = pos_logit, neg_logit
+    else:
+        s_pos, s_neg = pos_logit / temperature, neg_logit / temperature
+    if pos_log_q is not None:
+        s_pos = s_pos - pos_log_q
+    if neg_log_q is not None:
+        s_neg = s_neg - neg_log_q
+    return s_pos, s_neg
+
+
 def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperature: Any,
                        pos_log_q: Any, neg_log_q: Any, num_hard_negatives: int | None,
                        label_smoothing: float = 0.0, z_loss: float = 0.0) -> Any:
@@ -30,14 +43,7 @@ def softmax_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temp
     ``num_hard_negatives`` largest remaining negatives are kept. Removed entries must already hold finite
     values (the callers zero masked inputs first), so that no gradient of theirs is NaN.
     """
-    if isinstance(temperature, float) and temperature == 1.0:
-        s_pos, s_neg = pos_logit, neg_logit
-    else:
-        s_pos, s_neg = pos_logit / temperature, neg_logit / temperature
-    if pos_log_q is not None:
-        s_pos = s_pos - pos_log_q
-    if neg_log_q is not None:
-        s_neg = s_neg - neg_log_q
+    s_pos, s_neg = row_scores(pos_logit, neg_logit, temperature, pos_log_q, neg_log_q)
     num_neg = ops.size(s_neg, 1)
     static = not known_only_at_run_time(num_neg)
     if static and num_neg == 0:
@@ -178,14 +184,7 @@ def lse_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperat
     the plain log-softmax's work: one reduction for the maximum, one for the sum of exponentials. A row with no
     negative left has ``lse = -inf`` and loss 0, with zero gradients (both ``where`` branches are finite).
     """
-    if isinstance(temperature, float) and temperature == 1.0:
-        s_pos, s_neg = pos_logit, neg_logit
-    else:
-        s_pos, s_neg = pos_logit / temperature, neg_logit / temperature
-    if pos_log_q is not None:
-        s_pos = s_pos - pos_log_q
-    if neg_log_q is not None:
-        s_neg = s_neg - neg_log_q
+    s_pos, s_neg = row_scores(pos_logit, neg_logit, temperature, pos_log_q, neg_log_q)
     num_neg = ops.size(s_neg, 1)
     if not known_only_at_run_time(num_neg) and num_neg == 0:
         return s_pos * 0.0
