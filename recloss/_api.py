@@ -30,10 +30,14 @@ def call(spec: LossSpec, backend: str | None, values: dict[str, Any]) -> Any:
     """
     recent = None if _torch_compiling() else _RECENT.get(spec.name)
     if recent is not None and _repeats(recent, backend, values):
-        module, bound, checked = recent[1], recent[2], recent[3]
+        _, module, bound, checked, direct = recent
         for arg in checked:
             if values[arg.name] is not None:
                 check_values(spec, arg, values, module.concrete)
+        if direct is not None:
+            loss = direct(values)
+            if loss is not None:
+                return loss
         return module.KERNELS[spec.name](bound, **values)
     tensors = {name: _as_array(values[name]) for name in spec.tensor_names}
     options = {option.name: values[option.name] for option in spec.options}
@@ -52,7 +56,9 @@ def call(spec: LossSpec, backend: str | None, values: dict[str, Any]) -> Any:
 
 
 #: Per loss, the signature of its last framework call and what it resolved: ``(signature, module, bound,
-#: arguments whose values are checked on every call)``; see :func:`call`.
+#: arguments whose values are checked on every call, direct)``, where ``direct(values)`` is the backend's path
+#: for this signature that skips the kernels' per-call routing (``module.repeat_kernel``; None where the
+#: backend has none: it returns the loss, or None to take the kernel); see :func:`call`.
 _RECENT: dict[str, tuple] = {}
 
 
@@ -82,7 +88,8 @@ def _remember(spec: LossSpec, backend: str | None, values: dict[str, Any], modul
         else:
             signature.append((type(value), value))
     checked = tuple(arg for arg in spec.args if arg.nonnegative)
-    _RECENT[spec.name] = (tuple(signature), module, bound, checked)
+    direct = getattr(module, "repeat_kernel", None)
+    _RECENT[spec.name] = (tuple(signature), module, bound, checked, direct and direct(spec.name, bound))
 
 
 def _repeats(recent: tuple, backend: str | None, values: dict[str, Any]) -> bool:

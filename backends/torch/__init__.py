@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from recloss import kernels
+from recloss.kernels import block as block_path
 from recloss.backends.torch.block import block_loss as _block_loss
 from recloss.backends.torch.block import ready as _block_ready
 from recloss.backends.torch.streaming import streaming_row_losses as _streaming_row_losses
@@ -254,6 +255,12 @@ class TorchOps:
 
 OPS = TorchOps()
 KERNELS: dict[str, Callable[..., Any]] = {name: partial(kernel, OPS) for name, kernel in kernels.KERNELS.items()}
+
+
+def repeat_kernel(name: str, bound: Any) -> Callable[[dict], Any] | None:
+    """The path of a repeated call signature that skips the kernels' per-call routing (the eager block
+    operation, :func:`recloss.kernels.block.repeat`), or None; see :func:`recloss._api.call`."""
+    return block_path.repeat(OPS, bound)
 
 
 def convert(array: np.ndarray) -> torch.Tensor:

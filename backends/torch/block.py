@@ -31,7 +31,7 @@ empty block.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -52,24 +52,56 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
                row_ids: Any, reduction: str) -> torch.Tensor | None:
     """The loss reduced by ``reduction`` (``"none"``: the rows ``[B]``), or None where this path does not apply.
 
-    ``temperature`` is a Python float or a 0-d tensor (then divided out here, so autograd gives its gradient);
-    each source is ``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)``, as for the streaming path.
+    The caller has checked :func:`ready`. ``temperature`` is a Python float or a 0-d tensor (then divided out
+    here, so autograd gives its gradient); each source is ``(keys [M, D], log_q [M] | None, ids [M] | None,
+    diagonal)``, as for the streaming path.
     """
-    if not ready() or q.dtype not in _FLOATS or torch.is_autocast_enabled(q.device.type):
+    if q.dtype not in _FLOATS or torch.is_autocast_enabled(q.device.type):
         # (under torch.autocast the generic rows run, whose products autocast casts as the user's would be)
         return None
-    rows = q.shape[0]
-    if rows == 0 or sum(keys.shape[0] for keys, *_ in sources) == 0 or not all(
-            diagonal is None or (isinstance(diagonal, int) and diagonal + rows <= keys.shape[0])
-            for keys, _, _, diagonal in sources):
+    rows, start, diagonals, bounds, flat = q.shape[0], 0, [], [], []
+    holder, empty_possible = None, False
+    for index, (keys, log_q, ids, diagonal) in enumerate(sources):
+        size = keys.shape[0]
+        if diagonal is not None and (not isinstance(diagonal, int) or diagonal + rows > size):
+            return None
+        if keys is pos:      # its rows 0..B are pos: the gradients of the two meet
+            holder = index
+        empty_possible = empty_possible or ids is not None
+        diagonals.append(diagonal)
+        bounds.append((start, start + size))
+        start += size
+        flat += (keys, log_q, ids)
+    if rows == 0 or start == 0:
         return None
+    # Without ids each diagonal removes one column per row: a row can be empty only if that is all it has.
+    empty_possible = empty_possible or sum(d is not None for d in diagonals) >= start
     if isinstance(temperature, float):
         inv_t = 1.0 / temperature
     else:
         q, inv_t = q / temperature, 1.0
-    layout = tuple((diagonal, keys is pos) for keys, _, _, diagonal in sources)   # is pos: rows 0..B are pos
-    flat = [t for keys, log_q, ids, _ in sources for t in (keys, log_q, ids)]
+    layout = _Layout(tuple(diagonals), tuple(bounds), holder, empty_possible,
+                     _unguarded((pos_log_q, *flat), (q, pos)))
     return _BlockLoss.apply((layout, inv_t, reduction), q, pos, pos_log_q, row_ids, *flat)
+
+
+class _Layout(NamedTuple):
+    """What the node's two passes need to know of the sources besides their tensors."""
+    diagonals: tuple          # per source: the offset of the removed diagonal, or None
+    bounds: tuple             # per source: its columns ``(start, stop)`` in the block
+    holder: int | None        # the source whose keys are ``pos`` itself (in-batch), if any
+    empty_possible: bool      # whether a row can lose every candidate (then its loss is 0)
+    guarded: tuple            # positions in ``(pos_log_q, *flat)`` of the floating inputs the guard adds
+
+
+def _unguarded(tensors: tuple, covered: tuple) -> tuple:
+    """The positions of the floating ``tensors`` that are not in ``covered`` (the guard's extra terms)."""
+    positions, seen = [], list(covered)
+    for index, t in enumerate(tensors):
+        if t is not None and t.is_floating_point() and not any(t is other for other in seen):
+            seen.append(t)
+            positions.append(index)
+    return tuple(positions)
 
 
 #: Positions of the arguments of ``_BlockLoss.apply`` (for ``ctx.needs_input_grad``).
@@ -80,16 +112,9 @@ def _split(flat: tuple) -> list[tuple]:
     return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
 
 
-def _keys(sources: list) -> torch.Tensor:
-    return torch.cat([keys for keys, _, _ in sources]) if len(sources) > 1 else sources[0][0]
-
-
-def _bounds(sources: list) -> list[tuple[int, int]]:
-    bounds, start = [], 0
-    for keys, _, _ in sources:
-        bounds.append((start, start + keys.shape[0]))
-        start += keys.shape[0]
-    return bounds
+def _keys(flat: tuple) -> torch.Tensor:
+    """The keys of every source (``flat`` holds ``keys, log_q, ids`` per source), one ``[M, D]`` tensor."""
+    return flat[0] if len(flat) == 3 else torch.cat(flat[::3])
 
 
 def _columns(scores: torch.Tensor, bounds: tuple[int, int]) -> torch.Tensor:
@@ -109,18 +134,6 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return zero
 
 
-def _others_guard(tensors: tuple, covered: tuple) -> Any:
-    """``sum(x * 0)`` over the floating ``tensors`` not in ``covered`` (0, or NaN if one holds a NaN or an
-    infinity, as the generic guard), or None if there are none."""
-    total, seen = None, list(covered)
-    for t in tensors:
-        if t is not None and t.is_floating_point() and not any(t is other for other in seen):
-            seen.append(t)
-            term = t.mul(0.0).sum()
-            total = term if total is None else total.add_(term)
-    return total
-
-
 class _BlockLoss(torch.autograd.Function):
     """The loss of the block (see the module docstring). Per-row values are kept as ``[B, 1]`` columns, so that
     they broadcast against the block without a reshaping operation."""
@@ -129,28 +142,25 @@ class _BlockLoss(torch.autograd.Function):
     def forward(ctx: Any, config: tuple, q: torch.Tensor, pos: torch.Tensor, pos_log_q: Any, row_ids: Any,
                 *flat: Any) -> torch.Tensor:
         layout, inv_t, reduction = config
-        sources = _split(flat)
         rows = q.shape[0]
         # s = q k^T / T: the temperature is the product's alpha (no pass over q or the block for it).
-        scores = torch.addmm(_zero(q), q, _keys(sources).t(), beta=0, alpha=inv_t)
-        empty_possible = False
-        for (keys, log_q, ids), (diagonal, _), bounds in zip(sources, layout, _bounds(sources)):
-            block = _columns(scores, bounds)
+        scores = torch.addmm(_zero(q), q, _keys(flat).t(), beta=0, alpha=inv_t)
+        for index, (diagonal, columns) in enumerate(zip(layout.diagonals, layout.bounds)):
+            log_q, ids = flat[3 * index + 1], flat[3 * index + 2]
+            block = _columns(scores, columns)
             if log_q is not None:
                 block.sub_(log_q)
-            if diagonal is not None:
-                (block if diagonal == 0 and rows == block.shape[1] else block[:, diagonal:diagonal + rows]
-                 ).diagonal().fill_(_NEG_INF)
+            if diagonal == 0 and columns[0] == 0:   # (i, i) of the whole block
+                scores.fill_diagonal_(_NEG_INF)
+            elif diagonal is not None:
+                block[:, diagonal:diagonal + rows].diagonal().fill_(_NEG_INF)
             if ids is not None:
                 block.masked_fill_(row_ids[:, None] == ids[None, :], _NEG_INF)
-                empty_possible = True
-        # Without ids each diagonal removes one column per row: a row can be empty only if that is all it has.
-        empty_possible = empty_possible or sum(d is not None for d, _ in layout) >= scores.shape[1]
         # q_i . pos_i elementwise: any NaN or infinity in q or pos makes one of its entries non-finite (the guard).
         dot = (q * pos).sum(1, keepdim=True)
         row_max = scores.amax(1, keepdim=True)
         probs = torch.softmax(scores, 1)
-        empty = row_max == _NEG_INF if empty_possible else None
+        empty = row_max == _NEG_INF if layout.empty_possible else None
         if empty is not None and empty.device.type == "cpu" and not empty.any():
             empty = None          # (a check that would wait for the device elsewhere: there the fill runs anyway)
         x = row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)    # lse - s_pos, [B, 1]
@@ -163,58 +173,59 @@ class _BlockLoss(torch.autograd.Function):
         ctx.save_for_backward(q, pos, pos_log_q, row_ids, *flat, probs, x)
         # softplus(x) = log1p(exp(x)); above 40 it is x in float64 and float32 (exp(-40) / 40 < 2**-60).
         losses = F.softplus(x, threshold=40.0)
-        others = _others_guard((pos_log_q, *flat), (q, pos))
+        # The guard: + x * 0 over dot (q and pos) and the other floating inputs: NaN where one is not finite.
+        others = (pos_log_q, *flat)
         if reduction == "none":   # every row NaN where any input is not finite
             guard = dot.mul(0.0).sum()
-            return losses.view(rows).add_(guard if others is None else guard.add_(others))
-        total = losses.add_(dot, alpha=0.0)      # + dot * 0: NaN where dot is not finite
+            for index in layout.guarded:
+                guard.add_(others[index].mul(0.0).sum())
+            return losses.view(rows).add_(guard)
+        total = losses.add_(dot, alpha=0.0)
         total = total.sum() if reduction == "sum" else total.mean()
-        return total if others is None else total.add_(others)
+        for index in layout.guarded:
+            total.add_(others[index].mul(0.0).sum())
+        return total
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         q, pos, pos_log_q, row_ids, *rest = ctx.saved_tensors
         flat, (probs, x) = rest[:-2], rest[-2:]
-        sources = _split(flat)
-        rows, inv_t, reduction = q.shape[0], ctx.inv_t, ctx.reduction
+        rows, inv_t, reduction, layout = q.shape[0], ctx.inv_t, ctx.reduction, ctx.layout
         if torch.is_grad_enabled():   # create_graph=True: a backward that autograd can differentiate again
             grad = grad[:, None] if reduction == "none" else grad / rows if reduction == "mean" else grad
-            return (None, *_differentiable_backward(ctx, grad, q, pos, pos_log_q, row_ids, sources))
-        needs = ctx.needs_input_grad
+            return (None, *_differentiable_backward(ctx, grad, q, pos, pos_log_q, row_ids, _split(flat)))
+        needs, holder, count = ctx.needs_input_grad, layout.holder, len(layout.bounds)
         # dl_i/dlse_i = sigmoid(x_i) = -dl_i/ds_pos_i; times d loss/d l_i and 1/T: the scale of every gradient.
+        # dl/ds = scaled P row by row, so the products take P and their [B, D] sides carry the scale.
         factor = inv_t / rows if reduction == "mean" else inv_t
-        scaled = torch.sigmoid(x).mul_(grad[:, None] if reduction == "none" else grad)
-        if factor != 1.0:
-            scaled.mul_(factor)
-        weights = probs.mul(scaled)                           # dl/ds / T, 0 where removed
-        bounds = _bounds(sources)
-        grad_log_q = [None if log_q is None or not needs[_FLAT + 3 * i + 1]
-                      else _columns(weights, bound).sum(0).mul_(-1.0 / inv_t)
-                      for i, ((_, log_q, _), bound) in enumerate(zip(sources, bounds))]
-        # s_pos = q_i . pos_i / T: d/dq_i = -scaled_i pos_i, d/dpos_i = -scaled_i q_i.
-        holder = next((i for i, (_, holds) in enumerate(ctx.layout) if holds), None)
+        scaled = torch.addcmul(_zero(x), torch.sigmoid(x), grad[:, None] if reduction == "none" else grad,
+                               value=factor)
+        # s_pos = q_i . pos_i / T: d/dq_i = scaled_i (P keys - pos)_i, d/dpos_i = -scaled_i q_i.
         grad_q = grad_pos = None
         if needs[_Q]:
-            grad_q = torch.addmm(pos * scaled, weights, _keys(sources), beta=-1)
-        grad_keys: list[Any] = [None] * len(sources)
-        if holder is not None or needs[_POS]:
+            grad_q = torch.addmm(pos, probs, _keys(flat), beta=-1).mul_(scaled)
+        wants_keys = [needs[_FLAT + 3 * i] for i in range(count)]
+        if holder is not None or needs[_POS] or any(wants_keys):
             from_pos = q * scaled
-        if any(needs[_FLAT + 3 * i] for i in range(len(sources))):
-            if holder is not None and len(sources) == 1:      # the in-batch keys are pos itself
-                every = torch.addmm(from_pos, weights.t(), q, beta=-1)
+        flat_grads: list[Any] = [None] * len(flat)
+        if any(wants_keys):
+            if holder is not None and count == 1:      # the in-batch keys are pos itself
+                flat_grads[0] = torch.addmm(from_pos, probs.t(), from_pos, beta=-1)
             else:
-                every = torch.mm(weights.t(), q)
+                every = torch.mm(probs.t(), from_pos)
                 if holder is not None:
-                    a = bounds[holder][0]
+                    a = layout.bounds[holder][0]
                     every[a:a + rows].sub_(from_pos)
-            grad_keys = [every if len(sources) == 1 else every[a:b] if needs[_FLAT + 3 * i] else None
-                         for i, (a, b) in enumerate(bounds)]
+                for i, (a, b) in enumerate(layout.bounds):
+                    flat_grads[3 * i] = every[a:b] if wants_keys[i] else None
+        for i, bounds in enumerate(layout.bounds):
+            if flat[3 * i + 1] is not None and needs[_FLAT + 3 * i + 1]:
+                flat_grads[3 * i + 1] = torch.mm(scaled.t(), _columns(probs, bounds)).view(-1).mul_(-1.0 / inv_t)
         if needs[_POS] and holder is None:
             grad_pos = from_pos.neg_()
         grad_pos_log_q = None
         if needs[_POS_LOG_Q]:
             grad_pos_log_q = scaled.view(rows) * (1.0 / inv_t)
-        flat_grads = [g for i in range(len(sources)) for g in (grad_keys[i], grad_log_q[i], None)]
         return (None, grad_q, grad_pos, grad_pos_log_q, None, *flat_grads)
 
 
@@ -224,10 +235,10 @@ def _differentiable_backward(ctx: Any, grad: torch.Tensor, q: torch.Tensor, pos:
     ``grad`` is d loss / d l_i, ``[B, 1]`` or broadcastable to it."""
     rows, inv_t = q.shape[0], ctx.inv_t
     scaled = q * inv_t
-    keys = _keys(sources)
+    keys = torch.cat([source_keys for source_keys, _, _ in sources])
     scores = scaled @ keys.t()
     pieces, removed = [], torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-    for (source_keys, log_q, ids), (diagonal, _), (a, b) in zip(sources, ctx.layout, _bounds(sources)):
+    for (source_keys, log_q, ids), diagonal, (a, b) in zip(sources, ctx.layout.diagonals, ctx.layout.bounds):
         pieces.append(torch.zeros_like(source_keys[:, 0]) if log_q is None else log_q)
         if diagonal is not None:
             removed[:, a + diagonal:a + diagonal + rows].diagonal().fill_(True)
@@ -248,7 +259,7 @@ def _differentiable_backward(ctx: Any, grad: torch.Tensor, q: torch.Tensor, pos:
     grad_q = (weights @ keys - pos * coefficient) * inv_t
     every = weights.t() @ scaled
     flat_grads = []
-    for (_, log_q, _), (a, b) in zip(sources, _bounds(sources)):
+    for (_, log_q, _), (a, b) in zip(sources, ctx.layout.bounds):
         flat_grads += [every[a:b], None if log_q is None else -weights[:, a:b].sum(0), None]
     grad_pos = -scaled * coefficient
     return (grad_q, grad_pos, None if pos_log_q is None else coefficient.view(rows), None, *flat_grads)

@@ -99,6 +99,8 @@ def scalar(ops: Ops, bound: Bound, value: Any) -> Any:
     ``fractions.Fraction``, NumPy scalars and 0-d arrays) becomes a Python float, a framework tensor is cast to
     the call's compute dtype (the gradient still flows to it), so the option never changes the result's dtype
     and TensorFlow never sees two dtypes."""
+    if type(value) is float:
+        return value
     if isinstance(value, numbers.Real) or type(value).__module__ == "numpy":
         return float(value)
     return ops.cast(value, bound.dtype)

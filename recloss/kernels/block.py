@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from recloss._spec import Bound
 from recloss._validate import gather_requested
+from recloss.kernels import fused
 from recloss.kernels._common import Ops, _reduce, l2_normalize, scalar, upcast
 
 
@@ -53,22 +54,53 @@ def path(generic: Callable[..., Any]) -> Callable[..., Any]:
     return kernel
 
 
+def repeat(ops: Ops, bound: Bound) -> Callable[[dict], Any] | None:
+    """The block path of a signature that repeats (the API's repeated-call path, :func:`recloss._api.call`), or
+    None where the decorated kernel's routing is needed anyway: ``run(arguments)`` returns the loss, or None for
+    the call to take the ordinary route (a compiler tracing, the fused path wanted, a changed streaming
+    threshold). It decides as the decorators do (:func:`recloss.kernels.fused.path`, then :func:`path`),
+    without their per-call handling of the options, which a repeated signature shares."""
+    planner = _PLANNERS.get(bound.spec.name)
+    if planner is None or getattr(ops, "block_ready", None) is None or _plan(planner, bound) is None:
+        return None
+    embeddings = _EMBEDDINGS[bound.spec.name]
+    automatic = bound.options.get("implementation", "auto") == "auto"
+
+    def run(arguments: dict) -> Any:
+        if not ops.block_ready() or automatic and fused.chosen(ops, bound, "auto",
+                                                                tuple(arguments[n] for n in embeddings)):
+            return None
+        plan = _plan(planner, bound)
+        return None if plan is None else plan(ops, arguments)
+    return run
+
+
+#: The embeddings whose devices decide the fused path (:func:`recloss.kernels.fused.chosen`), per loss.
+_EMBEDDINGS = {"sampled_softmax_loss": ("query_emb", "pos_emb", "neg_emb"),
+               "unsupervised_softmax_cross_entropy_loss": ("src_emb", "pos_emb", "neg_emb"),
+               "info_nce_loss": ("query_emb", "key_emb")}
+
 #: Plans by ``(id(bound), streaming threshold)``, with the Bound itself (so that its id stays its own).
 _PLANS: dict[tuple, tuple] = {}
 _PLANS_SIZE = 1024
 
 
 def _plan(planner: Callable[[Bound, int], Any], bound: Bound) -> Any:
-    from recloss.kernels import softmax   # read at call time: tests change the threshold
-    key = (id(bound), softmax.STREAMING_MIN_LOGITS)
+    key = (id(bound), _softmax().STREAMING_MIN_LOGITS)   # read at call time: tests change the threshold
     hit = _PLANS.get(key)
     if hit is not None and hit[0] is bound:
         return hit[1]
-    plan = planner(bound, softmax.STREAMING_MIN_LOGITS)
+    plan = planner(bound, key[1])
     if len(_PLANS) >= _PLANS_SIZE:
         _PLANS.clear()
     _PLANS[key] = (bound, plan)
     return plan
+
+
+@functools.lru_cache(maxsize=None)
+def _softmax() -> Any:
+    from recloss.kernels import softmax   # (imports this module)
+    return softmax
 
 
 def _materialised(bound: Bound, rows: Any, columns: Any, threshold: int) -> bool:
@@ -95,8 +127,12 @@ def _in_compute_dtype(bound: Bound, *names: str) -> bool:
 def _cast(ops: Ops, bound: Bound, name: str) -> Callable[[Any], Any]:
     """How the floating argument ``name`` reaches the compute dtype: as it is, or cast."""
     if bound.dtypes.get(name, bound.dtype) == bound.dtype:
-        return lambda x: x
+        return _as_it_is
     return lambda x: upcast(ops, bound, x)
+
+
+def _as_it_is(x: Any) -> Any:
+    return x
 
 
 def _loss(ops: Ops, bound: Bound, q: Any, pos: Any, temperature: Any, pos_log_q: Any, sources: tuple,

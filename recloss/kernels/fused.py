@@ -88,7 +88,7 @@ def path(generic: Callable[..., Any]) -> Callable[..., Any]:
     return kernel
 
 
-def _chosen(ops: Ops, bound: Bound, implementation: str, tensors: tuple) -> bool:
+def chosen(ops: Ops, bound: Bound, implementation: str, tensors: tuple) -> bool:
     """Whether to run the fused path; raises for an explicit ``"fused"`` that cannot run here."""
     automatic = implementation == "auto"
     if automatic and bound.dtype == "float64":
@@ -128,7 +128,7 @@ def part_row_losses(ops: Ops, bound: Bound, implementation: str, rows: Any, s_po
     """The fused kernels' row losses of ``rows`` ``[R, D]`` (with positive scores ``s_pos``) against one set of
     keys (``shard_negatives``: every worker's rows against the local shard), or None where the path is not
     taken; an explicit ``"fused"`` that cannot run here raises as for the whole loss."""
-    if implementation not in ("fused", "auto") or not _chosen(ops, bound, implementation, (rows, keys)):
+    if implementation not in ("fused", "auto") or not chosen(ops, bound, implementation, (rows, keys)):
         return None
     return _rows(ops, bound, rows, s_pos, [(keys, log_q, ids, False)], row_ids, temperature)
 
@@ -167,7 +167,7 @@ def sampled_softmax_loss(ops: Ops, bound: Bound, query_emb: Any, pos_emb: Any, n
     in_batch = (neg_emb is None) if in_batch is None else in_batch
     if num_hard_negatives is not None or (neg_emb is not None and bound.form("neg_emb") != ("N", "D")):
         return None
-    if not _chosen(ops, bound, implementation, (query_emb, pos_emb, neg_emb)):
+    if not chosen(ops, bound, implementation, (query_emb, pos_emb, neg_emb)):
         return None
     if pos_ids is not None and neg_ids is not None and pos_ids.dtype != neg_ids.dtype:
         if implementation == "auto":
@@ -206,7 +206,7 @@ def info_nce_loss(ops: Ops, bound: Bound, query_emb: Any, key_emb: Any, *, tempe
                   normalize: bool, ids: Any, query_ids: Any = None, label_smoothing: float = 0.0,
                   z_loss: float = 0.0, sample_weight: Any, reduction: str, implementation: str = "auto",
                   product_precision: str = "input") -> Any:
-    if not _chosen(ops, bound, implementation, (query_emb, key_emb)):
+    if not chosen(ops, bound, implementation, (query_emb, key_emb)):
         return None
     q, k = query_emb, key_emb
     if product_precision == "float32":   # the kernels multiply in their inputs' precision: give them float32
