@@ -60,14 +60,17 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
         # (under torch.autocast the generic rows run, whose products autocast casts as the user's would be)
         return None
     rows, start, diagonals, bounds, flat = q.shape[0], 0, [], [], []
-    holder, empty_possible = None, False
+    holder, empty_possible, removed = None, False, 0
     for index, (keys, log_q, ids, diagonal) in enumerate(sources):
         size = keys.shape[0]
-        if diagonal is not None and (not isinstance(diagonal, int) or diagonal + rows > size):
-            return None
+        if diagonal is not None:
+            if not isinstance(diagonal, int) or diagonal + rows > size:
+                return None
+            removed += 1
         if keys is pos:      # its rows 0..B are pos: the gradients of the two meet
             holder = index
-        empty_possible = empty_possible or ids is not None
+        if ids is not None:
+            empty_possible = True
         diagonals.append(diagonal)
         bounds.append((start, start + size))
         start += size
@@ -75,13 +78,12 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
     if rows == 0 or start == 0:
         return None
     # Without ids each diagonal removes one column per row: a row can be empty only if that is all it has.
-    empty_possible = empty_possible or sum(d is not None for d in diagonals) >= start
+    empty_possible = empty_possible or removed >= start
     if isinstance(temperature, float):
         inv_t = 1.0 / temperature
     else:
         q, inv_t = q / temperature, 1.0
-    layout = _Layout(tuple(diagonals), tuple(bounds), holder, empty_possible,
-                     _unguarded((pos_log_q, *flat), (q, pos)))
+    layout = _Layout(tuple(diagonals), tuple(bounds), holder, empty_possible, _unguarded(pos_log_q, flat, q, pos))
     return _BlockLoss.apply((layout, inv_t, reduction), q, pos, pos_log_q, row_ids, *flat)
 
 
@@ -94,11 +96,17 @@ class _Layout(NamedTuple):
     guarded: tuple            # positions in ``(pos_log_q, *flat)`` of the floating inputs the guard adds
 
 
-def _unguarded(tensors: tuple, covered: tuple) -> tuple:
-    """The positions of the floating ``tensors`` that are not in ``covered`` (the guard's extra terms)."""
-    positions, seen = [], list(covered)
-    for index, t in enumerate(tensors):
-        if t is not None and t.is_floating_point() and not any(t is other for other in seen):
+def _unguarded(pos_log_q: Any, flat: list, q: torch.Tensor, pos: torch.Tensor) -> tuple:
+    """The positions in ``(pos_log_q, *flat)`` of the floating inputs other than ``q`` and ``pos`` (the guard's
+    extra terms), each tensor once."""
+    positions, seen = [], [q, pos]
+    for index, t in enumerate((pos_log_q, *flat)):
+        if t is None or t is q or t is pos or not t.is_floating_point():
+            continue
+        for other in seen:
+            if t is other:
+                break
+        else:
             seen.append(t)
             positions.append(index)
     return tuple(positions)
