@@ -120,9 +120,9 @@ def versus_table(document: dict[str, Any]) -> list[str]:
              "step, 1.0 elsewhere). Median ms of recloss / plain in brackets.", "",
              "| framework | mode | " + " | ".join(header(c) for c in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
-    by_key = {(r["backend"], r["mode"], tuple(r["shape"]), r.get("threads")): r for r in versus}
+    by_key = {(r["backend"], _mode(r), tuple(r["shape"]), r.get("threads")): r for r in versus}
     for backend in ("torch", "jax", "tensorflow"):
-        for mode in ("eager", "compiled"):
+        for mode in ("eager", "compiled", "compiled, guards skipped"):
             cells = []
             for shape, threads in columns:
                 r = by_key.get((backend, mode, shape, threads))
@@ -135,8 +135,39 @@ def versus_table(document: dict[str, Any]) -> list[str]:
                     mark = " !" if r["ratio"] > bound else ""
                     cells.append(f"{r['ratio']:.2f}{mark} ({r['recloss_s'] * 1e3:.2f} / {r['plain_s'] * 1e3:.2f})")
             if any(c != "–" for c in cells):
-                label = COMPILER[backend] if mode == "compiled" else ("eager (jax.grad op by op)" if backend == "jax"
-                                                                     else "eager")
+                label = ("eager (jax.grad op by op)" if backend == "jax" else "eager") if mode == "eager" else (
+                    COMPILER[backend] + ("" if mode == "compiled" else ", guards skipped (diagnostic)"))
+                lines.append(f"| {backend} | {label} | " + " | ".join(cells) + " |")
+    return lines + [""] + exact_table(versus, by_key)
+
+
+def _mode(result: dict[str, Any]) -> str:
+    """The row of a versus result: its mode, or the torch.compile diagnostic without guard checks."""
+    return result["mode"] + (", guards skipped" if result.get("skip_guards") else "")
+
+
+def exact_table(versus: list[dict[str, Any]], by_key: dict[tuple, dict[str, Any]]) -> list[str]:
+    """At the small step: the exact form written by hand (``softplus(logsumexp(negatives) - s_pos)``) against
+    the plain fused cross-entropy, and recloss against that exact form, in the same run."""
+    small = sorted({r.get("threads") or 0 for r in versus if tuple(r["shape"]) == SMALL_STEP and "exact_s" in r})
+    if not small:
+        return []
+    lines = ["### The small step: what exactness costs by hand", "",
+             "The exact in-batch softmax written by hand (`softplus(logsumexp(negatives) - s_pos)`, the own column "
+             "masked) timed in the same rounds: its ratio to the plain fused cross-entropy, then recloss's ratio "
+             "to it (below 1: recloss faster).", "",
+             "| framework | mode | " + " | ".join(f"{t} thread{'s' if t != 1 else ''}: exact / plain, recloss / exact"
+                                                 for t in small) + " |",
+             "|---|---|" + "---|" * len(small)]
+    for backend in ("torch", "jax", "tensorflow"):
+        for mode in ("eager", "compiled"):
+            cells = []
+            for threads in small:
+                r = by_key.get((backend, mode, SMALL_STEP, threads or None))
+                cells.append("–" if r is None or "exact_s" not in r else
+                             f"{r['exact_ratio']:.2f}, {r['ratio_to_exact']:.2f}")
+            if any(c != "–" for c in cells):
+                label = COMPILER[backend] if mode == "compiled" else "eager"
                 lines.append(f"| {backend} | {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 

@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 def versus_configurations(backends: list[str], shapes: list[tuple[int, int, int]], threads: list[int],
                           quick: bool) -> list[dict[str, Any]]:
     """recloss against the plain version in the same framework and mode (``versus.py``): the small step with
-    each thread count, and the larger shapes with the framework's default threads (every core)."""
+    each thread count (and, for torch.compile, the same without dynamo's guard checks: a diagnostic), and the
+    larger shapes with the framework's default threads (every core)."""
     configs = []
     for backend in backends:
         for mode in ("eager", "compiled"):
@@ -232,6 +233,8 @@ def versus_configurations(backends: list[str], shapes: list[tuple[int, int, int]
                 configs.append({"backend": backend, "mode": mode, "workload": "versus",
                                 "shape": list(workloads.SMALL_STEP), "threads": count,
                                 "max_seconds": 8.0 if quick else 20.0})
+                if (backend, mode) == ("torch", "compiled"):   # what dynamo's per-call guard checks cost
+                    configs.append({**configs[-1], "skip_guards": True})
             for shape in shapes:
                 if shape == workloads.SMALL_STEP or shape[0] * shape[1] < 1 << 22:
                     continue   # the ratios cover the small step and the shapes that stream

@@ -3,23 +3,28 @@
     python benchmarks/versus.py '{"backend": "torch", "mode": "eager", "shape": [256, 256, 64], "threads": 1}'
 
 One configuration is (backend, mode, shape, threads). At the small step (``workloads.SMALL_STEP``) the pair is
-in-batch ``sampled_softmax_loss(q, p)`` against ``cross_entropy(q @ p.T / T, arange(B))``; at the other shapes
+in-batch ``sampled_softmax_loss(q, p)`` against ``cross_entropy(q @ p.T / T, arange(B))``, with a third step, the
+exact form written by hand (``softplus(logsumexp(negatives) - s_pos)``, ``workloads.exact_in_batch``); at the other shapes
 ``unsupervised_softmax_cross_entropy_loss`` against the plain stable softmax cross-entropy on the concatenated
 logits (``workloads.plain``). Both are forward+backward (gradients for every embedding) in the same framework and
 mode (``eager``: torch eagerly, ``jax.value_and_grad`` op by op, TF under a tape; ``compiled``: ``torch.compile``,
-``jax.jit``, ``tf.function(jit_compile=True)``), built by ``worker.build_step``.
+``jax.jit``, ``tf.function(jit_compile=True)``), built by ``worker.build_step``. ``"skip_guards": true`` (a
+diagnostic for ``torch.compile``) times the compiled steps without dynamo's per-call guard checks
+(``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``, after they have compiled), to show what those cost.
 
-After warm-up (compilation included) the two steps run in random order in every round, until ``rounds`` rounds or
+After warm-up (compilation included) the steps run in random order in every round, until ``rounds`` rounds or
 the time budget are spent; a small step is timed in batches of the same number of calls for both (about 5 ms
 for the slower one).
 Reported: the median time of each and ``ratio`` = median(recloss) / median(plain) (below 1: recloss faster), and
-the median of the per-round ratios. ``threads`` sets the framework's intra-op threads (torch
+the median of the per-round ratios; at the small step also ``exact_ratio`` (exact by hand / plain) and
+``ratio_to_exact`` (recloss / exact by hand). ``threads`` sets the framework's intra-op threads (torch
 ``set_num_threads``; TF's intra-op pool; JAX: one thread = XLA's Eigen pool off), before anything runs. Prints
 one ``RESULT`` JSON line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -31,8 +36,9 @@ from typing import Any, Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads  # noqa: E402
 
-#: (recloss workload, plain workload) per kind of shape.
-PAIRS = {"small": ("sampled_in_batch", "plain_in_batch"), "large": ("unsupervised_softmax", "plain")}
+#: (recloss workload, plain workload[, exact workload]) per kind of shape; the small step also times the exact
+#: form written by hand (``workloads.exact_in_batch``), which tells what exactness itself costs there.
+PAIRS = {"small": ("sampled_in_batch", "plain_in_batch", "exact_in_batch"), "large": ("unsupervised_softmax", "plain")}
 
 
 def set_threads(backend: str, threads: int | None) -> None:
@@ -74,6 +80,19 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         for _ in range(config.get("warmup", 3)):
             steps[name]()
     setup = time.perf_counter() - started
+    with _stance(config):
+        return _timed_rounds(config, kind, names, steps, setup)
+
+
+def _stance(config: dict[str, Any]) -> Any:
+    """``"skip_guards"``: a diagnostic, torch.compile's compiled steps without their per-call guard checks."""
+    if not config.get("skip_guards"):
+        return contextlib.nullcontext()
+    import torch
+    return torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+
+
+def _timed_rounds(config: dict[str, Any], kind: str, names: tuple, steps: dict, setup: float) -> dict[str, Any]:
     # The same number of calls per timing for both, about 5 ms for the slower one (one call for longer steps):
     # on a loaded machine a longer window is preempted more often, so unequal windows would bias the ratio.
     slower = max(statistics.median(_timed(step, 1) for _ in range(5)) for step in steps.values())
@@ -92,9 +111,13 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         ratios.append(this[names[0]] / this[names[1]])
         if index >= 4 and time.perf_counter() - loop_start > budget:
             break
-    ours, plain = (statistics.median(times[name]) for name in names)
-    return {**config, "ok": True, "pair": list(names), "recloss_s": ours, "plain_s": plain, "ratio": ours / plain,
-            "ratio_rounds": statistics.median(ratios), "rounds": len(ratios), "calls": calls, "setup_s": setup}
+    ours, plain = (statistics.median(times[name]) for name in names[:2])
+    outcome = {**config, "ok": True, "pair": list(names), "recloss_s": ours, "plain_s": plain, "ratio": ours / plain,
+               "ratio_rounds": statistics.median(ratios), "rounds": len(ratios), "calls": calls, "setup_s": setup}
+    if len(names) > 2:   # the exact form by hand: its time, and recloss's ratio to it
+        exact = statistics.median(times[names[2]])
+        outcome.update(exact_s=exact, exact_ratio=exact / plain, ratio_to_exact=ours / exact)
+    return outcome
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ def build_step(backend: str, mode: str, workload: str, inputs: dict[str, np.ndar
         fn = workloads.plain(backend)
     elif workload == "plain_in_batch":
         fn = workloads.plain_in_batch(backend)
+    elif workload == "exact_in_batch":
+        fn = workloads.exact_in_batch(backend)
     elif workload == "matmul":
         fn = None
     else:

@@ -31,7 +31,7 @@ EMBEDDING_LOSSES = ("unsupervised_softmax", "unsupervised_softmax[materialized]"
                     "unsupervised_softmax[float32 products]", "sampled_softmax[logQ,ids]", "info_nce")
 #: Workloads run only with half-precision inputs (with float32 inputs they equal their plain counterpart).
 HALF_ONLY = ("unsupervised_softmax[float32 products]",)
-BASELINES = ("graphlearn", "plain", "matmul", "plain_in_batch")
+BASELINES = ("graphlearn", "plain", "matmul", "plain_in_batch", "exact_in_batch")
 #: The small step most users run (workload ``sampled_in_batch``): in-batch sampled softmax
 #: (``sampled_softmax_loss(q, p)``, the other rows' positives as negatives) against the hand-written
 #: ``cross_entropy(q @ p.T / T, arange(B))`` (``plain_in_batch``); shape (B, B, D).
@@ -76,7 +76,7 @@ def make_inputs(kind: str, shape: tuple[int, int, int], seed: int = 0,
 
 
 def input_kind(workload: str) -> str:
-    if workload in ("sampled_in_batch", "plain_in_batch"):
+    if workload in ("sampled_in_batch", "plain_in_batch", "exact_in_batch"):
         return "query_pos"
     return LOSSES[workload][2] if workload in LOSSES else workload
 
@@ -168,3 +168,37 @@ def plain_in_batch(backend: str) -> Callable[..., Any]:
         labels = tf.range(tf.shape(logits)[0])
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     return tf_plain
+
+
+def exact_in_batch(backend: str) -> Callable[..., Any]:
+    """The in-batch softmax written by hand without the fused cross-entropy, so that a confident row keeps its
+    loss and gradient: ``softplus(logsumexp(negatives) - s_pos)``, the row's own column removed by a mask. The
+    reference for what exactness costs in each framework and mode (recloss computes this quantity)."""
+    if backend == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        def torch_exact(query_emb, pos_emb):
+            scores = query_emb @ pos_emb.T / TEMPERATURE
+            own = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+            lse = torch.logsumexp(scores.masked_fill(own, float("-inf")), 1)
+            return F.softplus(lse - scores.diagonal()).mean()
+        return torch_exact
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def jax_exact(query_emb, pos_emb):
+            scores = query_emb @ pos_emb.T / TEMPERATURE
+            own = jnp.eye(scores.shape[0], dtype=bool)
+            lse = jax.nn.logsumexp(jnp.where(own, -jnp.inf, scores), axis=1)
+            return jnp.mean(jax.nn.softplus(lse - jnp.diagonal(scores)))
+        return jax_exact
+    import tensorflow as tf
+
+    def tf_exact(query_emb, pos_emb):
+        scores = tf.matmul(query_emb, pos_emb, transpose_b=True) / TEMPERATURE
+        own = tf.eye(tf.shape(scores)[0], dtype=tf.bool)
+        lse = tf.reduce_logsumexp(tf.where(own, tf.constant(float("-inf"), scores.dtype), scores), 1)
+        return tf.reduce_mean(tf.nn.softplus(lse - tf.linalg.diag_part(scores)))
+    return tf_exact
