@@ -1,7 +1,7 @@
 """The fast paths of the retrieval softmax: each must equal the path it stands in for.
 
 * torch, eager: the materialised block as one autograd node (``recloss.backends.torch.block``, chosen by
-  ``recloss.kernels.block``) against the generic kernel (the block path switched off), float64, value and every
+  ``recloss.kernels.block``; in-batch negatives without options in a node of their own) against the generic kernel (the block path switched off), float64, value and every
   gradient, over the options it takes (in-batch and shared negatives, logQ, ids with accidental hits and of two
   dtypes, rows with every candidate removed, weights, the three reductions, a tensor temperature, InfoNCE's
   symmetric and normalised forms); second derivatives; the non-finite guard; where it steps aside.
@@ -72,7 +72,7 @@ def _uses_block(out) -> bool:
         node = todo.pop()
         if node is None or node in seen:
             continue
-        if "BlockLoss" in type(node).__name__:
+        if type(node).__name__ in ("_BlockLossBackward", "_InBatchLossBackward"):
             return True
         seen.add(node)
         todo += [next_node for next_node, _ in node.next_functions]
@@ -127,7 +127,8 @@ def test_rows_without_candidates_have_zero_loss_and_gradient():
     assert value.tolist() == [0.0] and all(np.all(g == 0) for g in grads)
 
 
-@pytest.mark.parametrize("case", ["in-batch, ids, logQ, weights", "in-batch and shared, ids of two dtypes, logQ",
+@pytest.mark.parametrize("case", ["in-batch", "in-batch, ids, logQ, weights",
+                                  "in-batch and shared, ids of two dtypes, logQ",
                                   "every candidate removed in some rows", "InfoNCE symmetric, normalised"])
 def test_block_path_second_derivatives(case):
     """Gradients of gradients (create_graph=True) against finite differences of the first derivatives."""
@@ -516,6 +517,66 @@ def test_a_changed_signature_takes_the_full_path(full_paths, change):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5 if change == "dtype" else 1e-12)
     if change == "dtype":
         assert got.dtype == torch.float32
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts the calls that reach the torch backend's decorated kernels (the ordinary route)."""
+    import recloss._api as api
+    calls = []
+    monkeypatch.setattr(api, "_RECENT", {})
+    for name in ("sampled_softmax_loss", "unsupervised_softmax_cross_entropy_loss", "info_nce_loss"):
+        kernel = torch_backend.KERNELS[name]
+
+        def counting(*args, _kernel=kernel, _name=name, **kwargs):
+            calls.append(_name)
+            return _kernel(*args, **kwargs)
+        monkeypatch.setitem(torch_backend.KERNELS, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("case", ["in-batch", "in-batch, ids, logQ, weights",
+                                  "in-batch and shared, ids of two dtypes, logQ", "unsupervised",
+                                  "InfoNCE symmetric, normalised"])
+def test_a_repeated_eager_torch_call_goes_straight_to_the_block_node(kernel_calls, case):
+    """The second call of a signature skips the kernels' routing (recloss.kernels.block.repeat) and gives the
+    first call's value and gradients bit for bit."""
+    loss, inputs, options = CASES[case]
+    first, first_grads = _value_and_grads(loss, inputs, options)
+    second, second_grads = _value_and_grads(loss, inputs, options)
+    assert kernel_calls == [loss] and _uses_block(second)
+    for a, b in zip(first_grads, second_grads):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_direct_path_steps_aside_where_the_routing_decides_otherwise(kernel_calls, monkeypatch):
+    """A repeated signature still takes the ordinary route where the block node does not apply now: the block
+    operation off, the streaming threshold lowered (the streaming path runs), under torch.autocast, and where
+    the fused path is wanted."""
+    from recloss.kernels import fused
+    from recloss.kernels import softmax as softmax_kernels
+
+    q, p = (torch.tensor(_emb(B), requires_grad=True) for _ in range(2))
+    assert _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_backend.TorchOps, "block_ready", staticmethod(lambda: False))
+        assert not _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 2
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(softmax_kernels, "STREAMING_MIN_LOGITS", 1)
+        out = recloss.sampled_softmax_loss(q, p)
+        assert not _uses_block(out) and len(kernel_calls) == 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 4
+    asked = []
+
+    def wanted_once(ops, bound, implementation, tensors):   # the direct path asks first: say yes, once
+        asked.append(tuple(t is None or t.shape for t in tensors))
+        return len(asked) == 1
+    monkeypatch.setattr(fused, "chosen", wanted_once)
+    out = recloss.sampled_softmax_loss(q, p)   # the ordinary route, whose own fused check says no: the block node
+    assert len(kernel_calls) == 5 and _uses_block(out)
+    assert asked == [((B, 5), (B, 5), True)] * 2
+    assert _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 5 and len(asked) == 3
 
 
 def test_a_graph_of_unknown_rank_after_an_eager_call():

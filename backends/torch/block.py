@@ -23,6 +23,10 @@ in-batch keys are ``pos`` itself, its gradient joins the backward's two products
 ``create_graph=True`` the backward is recomputed from the inputs in ordinary differentiable operations, so
 second derivatives hold.
 
+The most common call, in-batch negatives with no option (no log Q, no ids), has a node of its own
+(:class:`_InBatchLoss`: two tensors in, nothing to look up), since at a small batch the Python around the
+operations is a visible part of the step.
+
 Eager autograd only: :func:`ready` is False (the generic kernel then runs) while ``torch.compile`` traces (it
 fuses the generic kernel's operations itself), under ``torch.func`` transforms and forward-mode AD (an old-style
 Function has neither); :func:`block_loss` returns None for operands other than float32/float64 and for an
@@ -59,7 +63,14 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
     if q.dtype not in _FLOATS or torch.is_autocast_enabled(q.device.type):
         # (under torch.autocast the generic rows run, whose products autocast casts as the user's would be)
         return None
-    rows, start, diagonals, bounds, flat = q.shape[0], 0, [], [], []
+    rows = q.shape[0]
+    if len(sources) == 1 and pos_log_q is None and rows > 1:   # the common case: in-batch negatives only
+        keys, log_q, ids, diagonal = sources[0]
+        if keys is pos and log_q is None and ids is None and diagonal == 0:
+            if isinstance(temperature, float):
+                return _InBatchLoss.apply(q, pos, 1.0 / temperature, reduction)
+            return _InBatchLoss.apply(q / temperature, pos, 1.0, reduction)
+    start, diagonals, bounds, flat = 0, [], [], []
     holder, empty_possible, removed = None, False, 0
     for index, (keys, log_q, ids, diagonal) in enumerate(sources):
         size = keys.shape[0]
@@ -142,6 +153,59 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return zero
 
 
+def _reduced(losses: torch.Tensor, dot: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The rows ``[B, 1]`` reduced, plus ``dot * 0`` (the guard of ``q`` and ``pos``: NaN where one of them
+    holds a NaN or an infinity, every row with ``"none"``)."""
+    if reduction == "none":
+        return losses.view(-1).add_(dot.mul(0.0).sum())
+    total = losses.add_(dot, alpha=0.0)
+    return total.sum() if reduction == "sum" else total.mean()
+
+
+def _scale(x: torch.Tensor, grad: torch.Tensor, factor: float, reduction: str) -> torch.Tensor:
+    """``sigmoid(x) * d loss / d l * factor``, ``[B, 1]``: dl_i/dlse_i = sigmoid(x_i) = -dl_i/ds_pos_i, times
+    the reduction's weight and 1/T (``factor``), the scale of every gradient."""
+    return torch.addcmul(_zero(x), torch.sigmoid(x), grad[:, None] if reduction == "none" else grad, value=factor)
+
+
+class _InBatchLoss(torch.autograd.Function):
+    """The common case in a node of its own: in-batch negatives only (the keys are ``pos``, row ``i``'s own
+    column removed), no log Q, no ids, two rows or more (so no row loses every candidate). The math of
+    :class:`_BlockLoss` with nothing to look up: ``(q, pos)`` in, the loss out."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, pos: torch.Tensor, inv_t: float, reduction: str) -> torch.Tensor:
+        scores = torch.addmm(_zero(q), q, pos.t(), beta=0, alpha=inv_t)
+        scores.fill_diagonal_(_NEG_INF)
+        dot = (q * pos).sum(1, keepdim=True)
+        row_max = scores.amax(1, keepdim=True)
+        probs = torch.softmax(scores, 1)
+        x = row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)    # lse - s_pos, [B, 1]
+        ctx.inv_t, ctx.reduction = inv_t, reduction
+        ctx.save_for_backward(q, pos, probs, x)
+        return _reduced(F.softplus(x, threshold=40.0), dot, reduction)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        q, pos, probs, x = ctx.saved_tensors
+        rows, inv_t, reduction = q.shape[0], ctx.inv_t, ctx.reduction
+        if torch.is_grad_enabled():   # create_graph=True: the general node's differentiable backward
+            ctx.layout = _Layout((0,), ((0, rows),), 0, False, ())
+            grad = grad[:, None] if reduction == "none" else grad / rows if reduction == "mean" else grad
+            grad_q, grad_pos, _, _, grad_keys, _, _ = _differentiable_backward(ctx, grad, q, pos, None, None,
+                                                                               [(pos, None, None)])
+            return grad_q, grad_pos + grad_keys, None, None
+        needs = ctx.needs_input_grad
+        scaled = _scale(x, grad, inv_t / rows if reduction == "mean" else inv_t, reduction)
+        # d/dq_i = scaled_i (P pos - pos)_i; d/dpos = P^T (scaled q) - scaled q (as keys, then as positives).
+        grad_q = torch.addmm(pos, probs, pos, beta=-1).mul_(scaled) if needs[0] else None
+        grad_pos = None
+        if needs[1]:
+            from_pos = q * scaled
+            grad_pos = torch.addmm(from_pos, probs.t(), from_pos, beta=-1)
+        return grad_q, grad_pos, None, None
+
+
 class _BlockLoss(torch.autograd.Function):
     """The loss of the block (see the module docstring). Per-row values are kept as ``[B, 1]`` columns, so that
     they broadcast against the block without a reshaping operation."""
@@ -180,16 +244,8 @@ class _BlockLoss(torch.autograd.Function):
         ctx.layout, ctx.inv_t, ctx.reduction = layout, inv_t, reduction
         ctx.save_for_backward(q, pos, pos_log_q, row_ids, *flat, probs, x)
         # softplus(x) = log1p(exp(x)); above 40 it is x in float64 and float32 (exp(-40) / 40 < 2**-60).
-        losses = F.softplus(x, threshold=40.0)
-        # The guard: + x * 0 over dot (q and pos) and the other floating inputs: NaN where one is not finite.
-        others = (pos_log_q, *flat)
-        if reduction == "none":   # every row NaN where any input is not finite
-            guard = dot.mul(0.0).sum()
-            for index in layout.guarded:
-                guard.add_(others[index].mul(0.0).sum())
-            return losses.view(rows).add_(guard)
-        total = losses.add_(dot, alpha=0.0)
-        total = total.sum() if reduction == "sum" else total.mean()
+        total = _reduced(F.softplus(x, threshold=40.0), dot, reduction)
+        others = (pos_log_q, *flat)    # the guard of the other floating inputs: NaN where one is not finite
         for index in layout.guarded:
             total.add_(others[index].mul(0.0).sum())
         return total
@@ -203,11 +259,8 @@ class _BlockLoss(torch.autograd.Function):
             grad = grad[:, None] if reduction == "none" else grad / rows if reduction == "mean" else grad
             return (None, *_differentiable_backward(ctx, grad, q, pos, pos_log_q, row_ids, _split(flat)))
         needs, holder, count = ctx.needs_input_grad, layout.holder, len(layout.bounds)
-        # dl_i/dlse_i = sigmoid(x_i) = -dl_i/ds_pos_i; times d loss/d l_i and 1/T: the scale of every gradient.
         # dl/ds = scaled P row by row, so the products take P and their [B, D] sides carry the scale.
-        factor = inv_t / rows if reduction == "mean" else inv_t
-        scaled = torch.addcmul(_zero(x), torch.sigmoid(x), grad[:, None] if reduction == "none" else grad,
-                               value=factor)
+        scaled = _scale(x, grad, inv_t / rows if reduction == "mean" else inv_t, reduction)
         # s_pos = q_i . pos_i / T: d/dq_i = scaled_i (P keys - pos)_i, d/dpos_i = -scaled_i q_i.
         grad_q = grad_pos = None
         if needs[_Q]:
