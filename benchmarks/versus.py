@@ -10,7 +10,9 @@ logits (``workloads.plain``). Both are forward+backward (gradients for every emb
 mode (``eager``: torch eagerly, ``jax.value_and_grad`` op by op, TF under a tape; ``compiled``: ``torch.compile``,
 ``jax.jit``, ``tf.function(jit_compile=True)``), built by ``worker.build_step``. ``"skip_guards": true`` (a
 diagnostic for ``torch.compile``) times the compiled steps without dynamo's per-call guard checks
-(``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``, after they have compiled), to show what those cost.
+(``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``, after they have compiled), to show what those cost;
+``"without_exact": true`` leaves the exact form out of the rounds. ``page_faults_per_call`` counts each step's
+minor page faults (``getrusage``): whether its buffers come fresh from the kernel changes small steps' times.
 
 After warm-up (compilation included) the steps run in random order in every round, until ``rounds`` rounds or
 the time budget are spent; a small step is timed in batches of the same number of calls for both (about 5 ms
@@ -28,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -56,12 +59,17 @@ def set_threads(backend: str, threads: int | None) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
 
 
-def _timed(step: Callable[[], Any], calls: int) -> float:
+def _timed(step: Callable[[], Any], calls: int, faults: list[int] | None = None) -> float:
+    """Seconds per call over ``calls`` calls; adds the minor page faults they took to ``faults[0]``."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     for _ in range(calls):
         result = step()
+    elapsed = time.perf_counter() - start
     del result
-    return (time.perf_counter() - start) / calls
+    if faults is not None:
+        faults[0] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return elapsed / calls
 
 
 def main(config: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +79,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     import worker   # after the thread settings (it imports nothing heavy itself)
 
     kind = "small" if shape == workloads.SMALL_STEP else "large"
-    names = PAIRS[kind]
+    names = PAIRS[kind][:2] if config.get("without_exact") else PAIRS[kind]
     steps = {}
     started = time.perf_counter()
     for name in names:
@@ -98,6 +106,7 @@ def _timed_rounds(config: dict[str, Any], kind: str, names: tuple, steps: dict, 
     slower = max(statistics.median(_timed(step, 1) for _ in range(5)) for step in steps.values())
     calls = max(1, int(0.005 / max(slower, 1e-6)))
     times: dict[str, list[float]] = {name: [] for name in names}
+    faults = {name: [0] for name in names}
     ratios = []
     budget, rounds = config.get("max_seconds", 30.0), config.get("rounds", 300 if kind == "small" else 30)
     rng = random.Random(0)
@@ -105,7 +114,7 @@ def _timed_rounds(config: dict[str, Any], kind: str, names: tuple, steps: dict, 
     for index in range(rounds):
         order = list(names)
         rng.shuffle(order)
-        this = {name: _timed(steps[name], calls) for name in order}
+        this = {name: _timed(steps[name], calls, faults[name]) for name in order}
         for name in names:
             times[name].append(this[name])
         ratios.append(this[names[0]] / this[names[1]])
@@ -113,7 +122,8 @@ def _timed_rounds(config: dict[str, Any], kind: str, names: tuple, steps: dict, 
             break
     ours, plain = (statistics.median(times[name]) for name in names[:2])
     outcome = {**config, "ok": True, "pair": list(names), "recloss_s": ours, "plain_s": plain, "ratio": ours / plain,
-               "ratio_rounds": statistics.median(ratios), "rounds": len(ratios), "calls": calls, "setup_s": setup}
+               "ratio_rounds": statistics.median(ratios), "rounds": len(ratios), "calls": calls, "setup_s": setup,
+               "page_faults_per_call": {name: faults[name][0] / (calls * len(ratios)) for name in names}}
     if len(names) > 2:   # the exact form by hand: its time, and recloss's ratio to it
         exact = statistics.median(times[names[2]])
         outcome.update(exact_s=exact, exact_ratio=exact / plain, ratio_to_exact=ours / exact)
