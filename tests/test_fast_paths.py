@@ -449,6 +449,37 @@ def test_generic_materialised_rows_keep_a_confident_row():
     np.testing.assert_allclose(dp[0, 0].item(), -30.0 * p_neg, rtol=1e-4)
 
 
+@pytest.mark.parametrize("path", ["torch block", "torch generic", "jax eager", "jax jit", "tensorflow"])
+def test_a_tied_row_has_the_gradient_of_softplus_at_zero(path):
+    """A row whose one negative scores exactly its positive (x = lse - s_pos = 0, here zero queries): loss
+    log 2 and d loss/d q_i = sigmoid(0) (p_j - p_i) / B, from softplus'(0) = 1/2 (a softplus written as
+    relu(x) + log1p(exp(-|x|)) gives 0, or -1/2, at the kink)."""
+    p = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 7.0]])
+    expected = 0.5 * (p[[1, 0]] - p) / 2
+    if path.startswith("torch"):
+        q, pt = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True), torch.tensor(p)
+        with pytest.MonkeyPatch.context() as patch:
+            if path == "torch generic":
+                patch.setattr(torch_backend.TorchOps, "block_ready", staticmethod(lambda: False))
+            out = recloss.sampled_softmax_loss(q, pt, temperature=1.0)
+        assert _uses_block(out) == (path == "torch block")
+        value, grad = out.item(), torch.autograd.grad(out, q)[0].numpy()
+    elif path.startswith("jax"):
+        jax = pytest.importorskip("jax")
+        with jax.enable_x64(True):
+            step = jax.value_and_grad(lambda q: recloss.sampled_softmax_loss(q, jax.numpy.asarray(p), temperature=1.0))
+            value, grad = (jax.jit(step) if path == "jax jit" else step)(jax.numpy.zeros((2, 3)))
+            value, grad = float(value), np.asarray(grad)
+    else:
+        tf = pytest.importorskip("tensorflow")
+        q = tf.Variable(tf.zeros((2, 3), tf.float64))
+        with tf.GradientTape() as tape:
+            out = recloss.sampled_softmax_loss(q, tf.constant(p), temperature=1.0)
+        value, grad = float(out), tape.gradient(out, q).numpy()
+    np.testing.assert_allclose(value, math.log(2.0), rtol=1e-12)
+    np.testing.assert_allclose(grad, expected, rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The repeated-signature path of recloss._api.call: a call with the previous call's signature skips the backend
 # resolution and the validation lookup, and nothing else.

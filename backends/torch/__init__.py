@@ -113,7 +113,13 @@ class TorchOps:
     log = staticmethod(torch.log)
     log1p = staticmethod(torch.log1p)
     expm1 = staticmethod(torch.expm1)
-    softplus = staticmethod(F.softplus)
+
+    @staticmethod
+    def softplus(x: torch.Tensor) -> torch.Tensor:
+        """``log1p(exp(x))``, exact in float64 too: ``F.softplus`` returns ``x`` itself above its threshold, 20
+        by default (``exp(-20)`` is not negligible in float64); above 40 it is (``exp(-40) / 40 < 2**-60``)."""
+        return F.softplus(x, threshold=40.0)
+
     relu = staticmethod(torch.relu)
     abs = staticmethod(torch.abs)
     sqrt = staticmethod(torch.sqrt)

@@ -194,8 +194,7 @@ def lse_row_losses(ops: Ops, pos_logit: Any, neg_logit: Any, keep: Any, temperat
     empty = row_max == NEG_INF
     shift = ops.where(empty, 0.0, row_max)
     total = ops.sum(ops.exp(s_neg - shift[:, None]), 1)
-    x = ops.where(empty, NEG_INF, shift + ops.log(ops.where(empty, 1.0, total))) - s_pos
-    return ops.relu(x) + ops.log1p(ops.exp(-ops.abs(x)))     # softplus(x), exact for every x
+    return ops.softplus(ops.where(empty, NEG_INF, shift + ops.log(ops.where(empty, 1.0, total))) - s_pos)
 
 
 def local_columns(ops: Ops, in_batch: bool, pos_emb: Any, pos_log_q: Any, pos_ids: Any, neg_emb: Any,
