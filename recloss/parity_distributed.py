@@ -19,7 +19,8 @@ the loss, and the workers' gradients are combined as each framework's data-paral
 ``reduction="none"`` returns each worker's rows: they are concatenated, and the gradients of their sum are
 summed over workers on every backend.
 
-The losses that take ``shard_negatives`` run a second time on every case with shared ``[N, D]`` negatives,
+The losses that take ``shard_negatives`` run a second time on every case the option takes (shared ``[N, D]``
+negatives, no label smoothing, z-loss or ``query_ids``: the shared validator decides),
 with ``shard_negatives`` and ``gather`` on the same workers (report rows with option ``shard_negatives``): the
 shared negatives are then each worker's shard of the table, and on one device the whole table; the gradient
 of a shard (``neg_emb``, ``neg_log_q``) is each worker's own slice, once, so the workers' gradients of these
@@ -43,6 +44,8 @@ import numpy as np
 
 from recloss._dispatch import FRAMEWORK_BACKENDS, available_backends, canonical_name
 from recloss._spec import FLOAT, LossSpec
+from recloss._validate import validate as check_call
+from recloss.errors import ReclossError
 from recloss.losses import CATALOGUE
 from recloss.parity import (Report, Row, _choices, cast_inputs, make_inputs, names_argument, relative_error,
                             seed_argument)
@@ -229,16 +232,14 @@ def _options(name: str) -> tuple[str, ...]:
     return ("gather", "shard_negatives") if name in SHARD_LOSSES else ("gather",)
 
 
-def _shared_negatives(spec: LossSpec, case: Any) -> bool:
-    """Whether a case has shared ``[N, D]`` negatives, which ``shard_negatives`` splits across the workers."""
-    return any(a.name == "neg_emb" and a.shapes[case.forms.get("neg_emb", 0)] == ("N", "D") and
-               ("neg_emb" in case.forms or a.required) for a in spec.args)
-
-
-def _shardable(options: dict[str, Any], inputs: dict[str, Any]) -> bool:
-    """Whether ``shard_negatives`` takes a case's options: it refuses label smoothing, the z-loss and
-    ``query_ids``."""
-    return not (options.get("label_smoothing") or options.get("z_loss") or inputs.get("query_ids") is not None)
+def _shardable(spec: LossSpec, inputs: dict[str, Any], options: dict[str, Any]) -> bool:
+    """Whether ``shard_negatives`` takes a case, as the shared validator decides (shared ``[N, D]`` negatives;
+    no label smoothing, z-loss or ``query_ids``)."""
+    try:
+        check_call(spec, inputs, options | {"shard_negatives": True}, np.asarray, False)
+    except ReclossError:
+        return False
+    return True
 
 
 def local_sizes(workers: int, equal: bool) -> tuple[list[int], list[int]]:
@@ -272,7 +273,7 @@ def plan_cases(job: dict[str, Any], equal: bool) -> list[_Case]:
                 cast = cast_inputs(inputs, spec, dtype)
                 wrt = [a.name for a in spec.args if a.kind == FLOAT and cast[a.name] is not None]
                 cases.append(_Case(spec, case.name, dtype, cast, options, wrt, ranges))
-                if name in SHARD_LOSSES and _shared_negatives(spec, case) and _shardable(options, inputs):
+                if name in SHARD_LOSSES and _shardable(spec, inputs, options):
                     cases.append(_Case(spec, case.name, dtype, cast, options, wrt, ranges, shard=True))
     return cases
 
