@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
-import subprocess
 import sys
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import protocol  # noqa: E402
+
 VARIANTS = ("plain", "recloss", "recloss, ids")
 BATCH, DIM, USERS, ITEMS, TEMPERATURE, STEPS, EPOCHS = 512, 32, 4000, 3000, 0.1, 40, 3
+
+
+def worker(settings: dict[str, Any]) -> dict[str, Any]:
+    """One run of ``settings["variant"]``, torch limited to ``settings["threads"]`` where given."""
+    if os.environ.get("KERAS_BACKEND") == "torch" and settings.get("threads"):
+        import torch
+        torch.set_num_threads(settings["threads"])
+    return run(settings["variant"])
 
 
 def run(variant: str) -> dict[str, Any]:
@@ -98,13 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             for variant in VARIANTS:
                 env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
                 config = {"variant": variant, "threads": args.threads}
-                done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)],
-                                      capture_output=True, text=True, env=env)
-                line = next((line for line in reversed(done.stdout.splitlines()) if line.startswith("RESULT ")), None)
-                if line is None:
-                    print(f"{backend} {variant}: failed: {(done.stderr or done.stdout).strip()[-300:]}")
+                outcome = protocol.run([os.path.abspath(__file__), "--worker"], config, env)
+                if outcome.get("ok") is False:
+                    print(f"{backend} {variant}: failed: {outcome['error']}")
                     continue
-                results.setdefault((backend, variant), []).append(json.loads(line[7:]))
+                results.setdefault((backend, variant), []).append(outcome)
     print("| backend | variant | ms per step (median over runs) | / plain | first step, ms |")
     print("|---|---|---|---|---|")
     for backend in backends:
@@ -123,10 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        settings = json.loads(sys.argv[2])
-        if os.environ.get("KERAS_BACKEND") == "torch" and settings.get("threads"):
-            import torch
-            torch.set_num_threads(settings["threads"])
-        print("RESULT " + json.dumps(run(settings["variant"])), flush=True)
+        protocol.serve(worker, sys.argv[2])
         sys.exit(0)
     sys.exit(main())

@@ -10,7 +10,6 @@ Each overhead is the median over rounds of (public - other) per call, rounds alt
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -20,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import protocol  # noqa: E402
 import workloads  # noqa: E402
 
 NAME = "unsupervised_softmax_cross_entropy_loss"
@@ -115,10 +115,4 @@ def _front_end_us(spec: Any, module: Any, values: dict[str, Any], calls: int) ->
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    configuration = json.loads(sys.argv[1])
-    try:
-        outcome = main(configuration)
-    except Exception as error:  # reported, not raised
-        outcome = {**configuration, "ok": False, "error": f"{type(error).__name__}: {error}"[:500]}
-    print("RESULT " + json.dumps(outcome), flush=True)
+    protocol.serve(main, sys.argv[1])

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -31,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import memory  # noqa: E402
+import protocol  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -160,15 +160,7 @@ def run_one(config: dict[str, Any], timeout: float) -> dict[str, Any]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONWARNINGS": "ignore",
            "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072",
            "KERAS_BACKEND": config["framework"]}
-    try:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)],
-                             capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {**config, "ok": False, "error": f"timeout after {timeout:.0f} s"}
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    return {**config, "ok": False, "error": (out.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return protocol.run([os.path.abspath(__file__), "--worker"], config, env, timeout)
 
 
 def table(results: list[dict[str, Any]], shape: tuple[int, int]) -> str:
@@ -210,12 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.path.join(RESULTS, "ranking"))
     args = parser.parse_args(argv)
     if args.worker:
-        config = json.loads(args.worker)
-        try:
-            outcome = worker(config)
-        except Exception as error:  # reported, not raised: one failure must not stop the run
-            outcome = {**config, "ok": False, "error": f"{type(error).__name__}: {error}"[:300]}
-        print("RESULT " + json.dumps(outcome), flush=True)
+        protocol.serve(worker, args.worker)
         return 0
 
     shape = (128, 200) if args.quick else (1024, 200)

@@ -22,13 +22,13 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import protocol  # noqa: E402
 import report  # noqa: E402
 import workloads  # noqa: E402
 
@@ -110,16 +110,7 @@ def run_one(config: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def _run_script(script: str, config: dict[str, Any], timeout: float, env: dict[str, str]) -> dict[str, Any]:
     """``script`` (beside this file) run on ``config`` in a fresh process: its ``RESULT`` line, or the error."""
-    try:
-        done = subprocess.run([sys.executable, os.path.join(HERE, script), json.dumps(config)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {**config, "ok": False, "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-    return {**config, "ok": False, "error": f"exit {done.returncode}: {' | '.join(tail)}"[:500]}
+    return protocol.run([os.path.join(HERE, script)], config, env, timeout)
 
 
 def machine() -> dict[str, Any]:
@@ -249,16 +240,8 @@ def run_versus(config: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def run_overhead(config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
-    try:
-        done = subprocess.run([sys.executable, os.path.join(HERE, "overhead.py"), json.dumps(config)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {**config, "ok": False, "error": "timed out"}
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    return {**config, "ok": False, "error": (done.stderr or done.stdout).strip()[-400:]}
+    return _run_script("overhead.py", config, timeout,
+                       {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"})
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ one ``RESULT`` JSON line.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import resource
@@ -37,6 +36,7 @@ import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import protocol  # noqa: E402
 import workloads  # noqa: E402
 
 #: (recloss workload, plain workload[, exact workload]) per kind of shape; the small step also times the exact
@@ -131,10 +131,4 @@ def _timed_rounds(config: dict[str, Any], kind: str, names: tuple, steps: dict, 
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    configuration = json.loads(sys.argv[1])
-    try:
-        outcome = main(configuration)
-    except Exception as error:  # reported, not raised
-        outcome = {**configuration, "ok": False, "error": f"{type(error).__name__}: {error}"[:500]}
-    print("RESULT " + json.dumps(outcome), flush=True)
+    protocol.serve(main, sys.argv[1])

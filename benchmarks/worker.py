@@ -15,7 +15,6 @@ returned to the system when freed (a freed buffer kept by malloc would hide the 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import protocol  # noqa: E402
 import workloads  # noqa: E402
 from memory import reset_peak, status  # noqa: E402
 
@@ -154,10 +154,4 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    configuration = json.loads(sys.argv[1])
-    try:
-        outcome = main(configuration)
-    except Exception as error:  # reported, not raised: one failure must not stop the suite
-        outcome = {**configuration, "ok": False, "error": f"{type(error).__name__}: {error}"[:500]}
-    print("RESULT " + json.dumps(outcome), flush=True)
+    protocol.serve(main, sys.argv[1])
