@@ -153,6 +153,15 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return zero
 
 
+def _softmax_rows(scores: torch.Tensor, row_max: torch.Tensor, dot: torch.Tensor,
+                  inv_t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P, x)``: the softmax of the block ``[B, M]`` (removed entries at ``-inf``) and ``x = lse - s_pos``
+    ``[B, 1]``, with ``lse = m - log(max_k P)`` from the row maxima ``row_max`` (overwritten) and
+    ``s_pos = dot / T``."""
+    probs = torch.softmax(scores, 1)
+    return probs, row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)
+
+
 def _reduced(losses: torch.Tensor, dot: torch.Tensor, reduction: str) -> torch.Tensor:
     """The rows ``[B, 1]`` reduced, plus ``dot * 0`` (the guard of ``q`` and ``pos``: NaN where one of them
     holds a NaN or an infinity, every row with ``"none"``)."""
@@ -178,9 +187,7 @@ class _InBatchLoss(torch.autograd.Function):
         scores = torch.addmm(_zero(q), q, pos.t(), beta=0, alpha=inv_t)
         scores.fill_diagonal_(_NEG_INF)
         dot = (q * pos).sum(1, keepdim=True)
-        row_max = scores.amax(1, keepdim=True)
-        probs = torch.softmax(scores, 1)
-        x = row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)    # lse - s_pos, [B, 1]
+        probs, x = _softmax_rows(scores, scores.amax(1, keepdim=True), dot, inv_t)
         ctx.inv_t, ctx.reduction = inv_t, reduction
         ctx.save_for_backward(q, pos, probs, x)
         return _reduced(F.softplus(x, threshold=40.0), dot, reduction)
@@ -231,11 +238,10 @@ class _BlockLoss(torch.autograd.Function):
         # q_i . pos_i elementwise: any NaN or infinity in q or pos makes one of its entries non-finite (the guard).
         dot = (q * pos).sum(1, keepdim=True)
         row_max = scores.amax(1, keepdim=True)
-        probs = torch.softmax(scores, 1)
         empty = row_max == _NEG_INF if layout.empty_possible else None
         if empty is not None and empty.device.type == "cpu" and not empty.any():
             empty = None          # (a check that would wait for the device elsewhere: there the fill runs anyway)
-        x = row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)    # lse - s_pos, [B, 1]
+        probs, x = _softmax_rows(scores, row_max, dot, inv_t)
         if empty is not None:   # no candidate left: lse = -inf (the softmax of such a row is NaN)
             probs.masked_fill_(empty, 0.0)
             x.masked_fill_(empty, _NEG_INF)

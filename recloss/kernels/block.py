@@ -63,7 +63,9 @@ def repeat(ops: Ops, bound: Bound) -> Callable[[dict], Any] | None:
     planner = _PLANNERS.get(bound.spec.name)
     if planner is None or getattr(ops, "block_ready", None) is None or _plan(planner, bound) is None:
         return None
-    embeddings = _EMBEDDINGS[bound.spec.name]
+    # The fused path decides on the embeddings' devices (:func:`recloss.kernels.fused.chosen`): the arguments
+    # with a D dimension.
+    embeddings = tuple(arg.name for arg in bound.spec.args if any("D" in shape for shape in arg.shapes))
     automatic = bound.options.get("implementation", "auto") == "auto"
 
     def run(arguments: dict) -> Any:
@@ -74,11 +76,6 @@ def repeat(ops: Ops, bound: Bound) -> Callable[[dict], Any] | None:
         return None if plan is None else plan(ops, arguments)
     return run
 
-
-#: The embeddings whose devices decide the fused path (:func:`recloss.kernels.fused.chosen`), per loss.
-_EMBEDDINGS = {"sampled_softmax_loss": ("query_emb", "pos_emb", "neg_emb"),
-               "unsupervised_softmax_cross_entropy_loss": ("src_emb", "pos_emb", "neg_emb"),
-               "info_nce_loss": ("query_emb", "key_emb")}
 
 #: Plans by ``(id(bound), streaming threshold)``, with the Bound itself (so that its id stays its own).
 _PLANS: dict[tuple, tuple] = {}
