@@ -8,6 +8,8 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from workloads import SMALL_STEP
+
 MODES = {"eager": "eager", "compiled": "compiled", "native": "native"}
 COMPILER = {"torch": "torch.compile", "jax": "jax.jit", "tensorflow": "tf.function(jit_compile=True)"}
 
@@ -93,8 +95,6 @@ def markdown(document: dict[str, Any]) -> str:
         lines.append("")
     return "\n".join(lines)
 
-
-SMALL_STEP = (256, 256, 64)
 
 
 def versus_table(document: dict[str, Any]) -> list[str]:
