@@ -587,8 +587,8 @@ def test_the_direct_path_steps_aside_where_the_routing_decides_otherwise(kernel_
     from recloss.kernels import fused
     from recloss.kernels import softmax as softmax_kernels
 
-    q, p = (torch.tensor(_emb(B), requires_grad=True) for _ in range(2))
-    assert _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 1
+    q, p = (torch.tensor(_emb(B), dtype=torch.float32, requires_grad=True) for _ in range(2))   # ("auto" fuses
+    assert _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 1          # no float64)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch_backend.TorchOps, "block_ready", staticmethod(lambda: False))
         assert not _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 2
@@ -608,6 +608,10 @@ def test_the_direct_path_steps_aside_where_the_routing_decides_otherwise(kernel_
     assert len(kernel_calls) == 5 and _uses_block(out)
     assert asked == [((B, 5), (B, 5), True)] * 2
     assert _uses_block(recloss.sampled_softmax_loss(q, p)) and len(kernel_calls) == 5 and len(asked) == 3
+    q64, p64 = q.detach().double(), p.detach().double()
+    for _ in range(2):    # float64: "auto" never fuses, so the direct path (the second call) does not ask
+        assert _uses_block(recloss.sampled_softmax_loss(q64.requires_grad_(), p64.requires_grad_()))
+    assert len(asked) == 4 and len(kernel_calls) == 6
 
 
 def test_a_graph_of_unknown_rank_after_an_eager_call():

@@ -15,6 +15,7 @@ import torch.utils.checkpoint
 from recloss import kernels
 from recloss.kernels import block as block_path
 from recloss.backends.torch.block import block_loss as _block_loss
+from recloss.backends.torch.block import in_batch_loss as _in_batch_loss
 from recloss.backends.torch.block import ready as _block_ready
 from recloss.backends.torch.streaming import streaming_row_losses as _streaming_row_losses
 
@@ -220,6 +221,7 @@ class TorchOps:
         a block small enough to have been kept."""
         return not torch.compiler.is_compiling()
     block_loss = staticmethod(_block_loss)    # the materialised softmax loss in one autograd node (eager)
+    in_batch_loss = staticmethod(_in_batch_loss)   # the same with in-batch negatives only (the common call)
     block_ready = staticmethod(_block_ready)  # whether it can run now (eager autograd)
 
     # The fused path (Triton kernels, recloss.backends.torch.fused, imported only when it runs).
@@ -228,11 +230,11 @@ class TorchOps:
         """None where the fused kernels can run on these tensors; else ``(kind, what)`` for the shared message
         (:mod:`recloss.kernels.fused`). Imports neither triton nor ``torch._dynamo`` (which imports triton):
         in a process that imported TensorFlow first, that import would abort it."""
-        present = [t for t in tensors if t is not None]
-        if not interpret and (not automatic or _CUDA) and not all(t.is_cuda for t in present):
-            return "device", f"PyTorch tensors on {', '.join(sorted({t.device.type for t in present}))}"
-        if not interpret and not _CUDA:   # "auto" on a machine without CUDA: nothing to look at
+        if not interpret and automatic and not _CUDA:   # "auto" on a machine without CUDA: nothing to look at
             return "device", "no CUDA device"
+        present = [t for t in tensors if t is not None]
+        if not interpret and not all(t.is_cuda for t in present):
+            return "device", f"PyTorch tensors on {', '.join(sorted({t.device.type for t in present}))}"
         if torch.compiler.is_compiling():   # "auto" keeps the paths that compile into the graph
             return ("compiling", "torch.compile") if automatic else None
         if "triton" not in sys.modules:

@@ -52,6 +52,19 @@ def ready() -> bool:
                 or forward_ad._current_level >= 0)
 
 
+def in_batch_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, reduction: str) -> torch.Tensor | None:
+    """:func:`block_loss` with the one source ``(pos, None, None, 0)``: in-batch negatives only (row ``i``'s own
+    column removed), no log Q, no ids. The most common call, with nothing to look up; None where this path does
+    not apply (a dtype other than float32/float64, ``torch.autocast``)."""
+    if q.shape[0] < 2:    # one row: no candidate left, which the general node handles
+        return block_loss(q, pos, temperature, None, ((pos, None, None, 0),), None, reduction)
+    if q.dtype not in _FLOATS or torch.is_autocast_enabled(q.device.type):
+        return None
+    if isinstance(temperature, float):
+        return _apply_in_batch(_live(q), _live(pos), 1.0 / temperature, reduction)
+    return _apply_in_batch(_live(q / temperature), _live(pos), 1.0, reduction)
+
+
 def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: Any, sources: tuple,
                row_ids: Any, reduction: str) -> torch.Tensor | None:
     """The loss reduced by ``reduction`` (``"none"``: the rows ``[B]``), or None where this path does not apply.
@@ -67,9 +80,7 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
     if len(sources) == 1 and pos_log_q is None and rows > 1:   # the common case: in-batch negatives only
         keys, log_q, ids, diagonal = sources[0]
         if keys is pos and log_q is None and ids is None and diagonal == 0:
-            if isinstance(temperature, float):
-                return _InBatchLoss.apply(q, pos, 1.0 / temperature, reduction)
-            return _InBatchLoss.apply(q / temperature, pos, 1.0, reduction)
+            return in_batch_loss(q, pos, temperature, reduction)
     start, diagonals, bounds, flat = 0, [], [], []
     holder, empty_possible, removed = None, False, 0
     for index, (keys, log_q, ids, diagonal) in enumerate(sources):
@@ -162,12 +173,12 @@ def _softmax_rows(scores: torch.Tensor, row_max: torch.Tensor, dot: torch.Tensor
     return probs, row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)
 
 
-def _reduced(losses: torch.Tensor, dot: torch.Tensor, reduction: str) -> torch.Tensor:
-    """The rows ``[B, 1]`` reduced, plus ``dot * 0`` (the guard of ``q`` and ``pos``: NaN where one of them
-    holds a NaN or an infinity, every row with ``"none"``)."""
+def _reduced(losses: torch.Tensor, guard: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The rows ``[B, 1]`` reduced, plus ``guard * 0`` (``guard`` ``[B, 1]`` is non-finite in a row where ``q``
+    or ``pos`` holds a NaN or an infinity: the result is then NaN, every row with ``"none"``)."""
     if reduction == "none":
-        return losses.view(-1).add_(dot.mul(0.0).sum())
-    total = losses.add_(dot, alpha=0.0)
+        return losses.view(-1).add_(guard.mul(0.0).sum())
+    total = losses.add_(guard, alpha=0.0)
     return total.sum() if reduction == "sum" else total.mean()
 
 
@@ -180,17 +191,24 @@ def _scale(x: torch.Tensor, grad: torch.Tensor, factor: float, reduction: str) -
 class _InBatchLoss(torch.autograd.Function):
     """The common case in a node of its own: in-batch negatives only (the keys are ``pos``, row ``i``'s own
     column removed), no log Q, no ids, two rows or more (so no row loses every candidate). The math of
-    :class:`_BlockLoss` with nothing to look up: ``(q, pos)`` in, the loss out."""
+    :class:`_BlockLoss` with nothing to look up: ``(q, pos)`` in, the loss out.
+
+    The positive's score ``s_pos`` is the block's diagonal, read before it is removed. The guard of ``q`` and
+    ``pos`` is ``x``'s: a NaN or an infinity in ``q_i`` or ``pos_i`` makes the diagonal entry ``s_ii``, and so
+    ``x_i``, non-finite."""
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, pos: torch.Tensor, inv_t: float, reduction: str) -> torch.Tensor:
+        rows = q.shape[0]
         scores = torch.addmm(_zero(q), q, pos.t(), beta=0, alpha=inv_t)
+        x = scores.as_strided((rows, 1), (rows + 1, 1)).neg()    # -s_pos, [B, 1]
         scores.fill_diagonal_(_NEG_INF)
-        dot = (q * pos).sum(1, keepdim=True)
-        probs, x = _softmax_rows(scores, scores.amax(1, keepdim=True), dot, inv_t)
+        x.add_(scores.amax(1, keepdim=True))
+        probs = torch.softmax(scores, 1)
+        x.sub_(probs.amax(1, keepdim=True).log_())                # lse - s_pos
         ctx.inv_t, ctx.reduction = inv_t, reduction
         ctx.save_for_backward(q, pos, probs, x)
-        return _reduced(F.softplus(x, threshold=40.0), dot, reduction)
+        return _reduced(F.softplus(x, threshold=40.0), x, reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
@@ -211,6 +229,20 @@ class _InBatchLoss(torch.autograd.Function):
             from_pos = q * scaled
             grad_pos = torch.addmm(from_pos, probs.t(), from_pos, beta=-1)
         return grad_q, grad_pos, None, None
+
+
+def _direct_apply(function: type) -> Any:
+    """``function.apply`` without the Python layer of ``torch.autograd.Function.apply`` (about 4 us a call, a
+    visible part of a small eager step): that layer binds default arguments for Functions with a
+    ``setup_context`` (these have none), routes ``torch.func`` transforms (:func:`ready` has excluded them) and
+    unwraps dead functorch wrappers (:func:`_live` does). The public ``apply`` where torch lacks the C entry."""
+    entry = getattr(torch._C, "_FunctionBase", None)
+    entry = getattr(entry, "__dict__", {}).get("apply")
+    return function.apply if entry is None or not hasattr(entry, "__get__") else entry.__get__(None, function)
+
+
+_live = getattr(torch._C._functorch, "unwrap_if_dead", lambda t: t)   # a tensor kept from an ended transform
+_apply_in_batch = _direct_apply(_InBatchLoss)
 
 
 class _BlockLoss(torch.autograd.Function):

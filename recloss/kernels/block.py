@@ -6,14 +6,16 @@ block, the row maxima, the masks, the reduction and the non-finite guard from a 
 may offer the whole loss as one operation instead::
 
     ops.block_loss(q, pos, temperature, pos_log_q, sources, row_ids, reduction) -> loss | None
+    ops.in_batch_loss(q, pos, temperature, reduction) -> loss | None    # block_loss, sources ((pos, None, None, 0),)
     ops.block_ready() -> bool        # whether it can run now (e.g. not while a compiler traces)
 
 with the streaming path's ``sources`` (``(keys [M, D], log_q [M] | None, ids [M] | None, diagonal)`` per
 candidate source, see :func:`recloss.kernels.softmax.streaming_row_losses`). It returns the loss reduced by
 ``reduction`` (``"none"``, ``"sum"`` or ``"mean"``, no weights) with the non-finite guard of its inputs applied
 (a NaN or an infinity in any of them makes the result NaN, every row with ``"none"``), or None where it does not
-apply (the generic kernel then runs). Weights and ``info_nce_loss``'s symmetric form take its rows
-(``"none"``) and reduce them here.
+apply (the generic kernel then runs). ``in_batch_loss`` is the most common call (in-batch negatives only, the
+row's own column removed; no log Q, no ids), which a small batch runs with nothing to look up. Weights and
+``info_nce_loss``'s symmetric form take their rows (``"none"``) and reduce them here.
 
 The path runs where the generic kernel would materialise the block: ``implementation="materialized"``, or
 ``"auto"`` below the streaming threshold; local candidates only (no ``gather``, no ``shard_negatives``), no
@@ -24,6 +26,7 @@ fused GPU path, where it applies, runs before it.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, Callable
 
 from recloss._spec import Bound
@@ -65,14 +68,19 @@ def repeat(ops: Ops, bound: Bound) -> Callable[[dict], Any] | None:
         return None
     # The fused path decides on the embeddings' devices (:func:`recloss.kernels.fused.chosen`): the arguments
     # with a D dimension.
-    embeddings = tuple(arg.name for arg in bound.spec.args if any("D" in shape for shape in arg.shapes))
-    automatic = bound.options.get("implementation", "auto") == "auto"
+    # (Every planned loss has two or more: the getter returns a tuple.)
+    embeddings = operator.itemgetter(*(arg.name for arg in bound.spec.args if any("D" in s for s in arg.shapes)))
+    # What :func:`recloss.kernels.fused.chosen` answers without the tensors: "auto" never fuses float64, nor on
+    # a backend without fused kernels.
+    fusable = (bound.options.get("implementation", "auto") == "auto" and bound.dtype != "float64"
+               and getattr(ops, "fused_unavailable", None) is not None)
+    softmax, planned = _softmax(), _plan(planner, bound)
+    threshold = softmax.STREAMING_MIN_LOGITS
 
     def run(arguments: dict) -> Any:
-        if not ops.block_ready() or automatic and fused.chosen(ops, bound, "auto",
-                                                                tuple(arguments[n] for n in embeddings)):
+        if not ops.block_ready() or fusable and fused.chosen(ops, bound, "auto", embeddings(arguments)):
             return None
-        plan = _plan(planner, bound)
+        plan = planned if softmax.STREAMING_MIN_LOGITS == threshold else _plan(planner, bound)
         return None if plan is None else plan(ops, arguments)
     return run
 
@@ -141,6 +149,24 @@ def _loss(ops: Ops, bound: Bound, q: Any, pos: Any, temperature: Any, pos_log_q:
     return None if rows is None else _reduce(ops, rows, upcast(ops, bound, weight), reduction)
 
 
+def _in_batch_plan(bound: Bound, query: str, key: str, reduction: str) -> Callable[[Ops, dict], Any]:
+    """The plan of a loss of in-batch negatives only (``ops.in_batch_loss``) of the arguments ``query`` and
+    ``key``. Without weights (the most common call) nothing stands between it and the backend's operation."""
+    if "sample_weight" in bound.present:
+        def run_weighted(ops: Ops, arguments: dict) -> Any:
+            rows = ops.in_batch_loss(arguments[query], arguments[key], scalar(ops, bound, arguments["temperature"]),
+                                     "none")
+            return None if rows is None else _reduce(ops, rows, upcast(ops, bound, arguments["sample_weight"]),
+                                                     reduction)
+        return run_weighted
+
+    def run(ops: Ops, arguments: dict) -> Any:
+        t = arguments["temperature"]
+        return ops.in_batch_loss(arguments[query], arguments[key], t if type(t) is float else scalar(ops, bound, t),
+                                 reduction)
+    return run
+
+
 def _sampled_softmax_loss(bound: Bound, threshold: int) -> Callable[[Ops, dict], Any] | None:
     options = bound.options
     has_neg = "neg_emb" in bound.present
@@ -155,6 +181,8 @@ def _sampled_softmax_loss(bound: Bound, threshold: int) -> Callable[[Ops, dict],
     # Ids of two dtypes are compared in one that holds both (the shared rule); log_q cast to the compute dtype.
     compare_ids = {"pos_ids", "neg_ids"} <= bound.present and bound.dtypes["pos_ids"] != bound.dtypes["neg_ids"]
     reduction = options["reduction"]
+    if in_batch and not has_neg and not {"pos_ids", "pos_log_q"} & bound.present:
+        return _in_batch_plan(bound, "query_emb", "pos_emb", reduction)
 
     def run(ops: Ops, arguments: dict) -> Any:
         pos_emb, pos_ids, neg_ids = arguments["pos_emb"], arguments["pos_ids"], arguments["neg_ids"]
@@ -191,22 +219,31 @@ def _info_nce_loss(bound: Bound, threshold: int) -> Callable[[Ops, dict], Any] |
         return None
     options = bound.options
     symmetric, normalize, reduction = options["symmetric"], options["normalize"], options["reduction"]
+    if not symmetric and not normalize and "ids" not in bound.present:
+        return _in_batch_plan(bound, "query_emb", "key_emb", reduction)
+
+    def directed(ops: Ops, q: Any, k: Any, t: Any, ids: Any, reduction: str) -> Any:
+        """The loss of the queries ``q`` against the keys ``k`` (the row's own removed by its column or its id)."""
+        if ids is None:
+            return ops.in_batch_loss(q, k, t, reduction)
+        return ops.block_loss(q, k, t, None, ((k, None, ids, None),), ids, reduction)
 
     def run(ops: Ops, arguments: dict) -> Any:
-        q, k, ids = arguments["query_emb"], arguments["key_emb"], arguments["ids"]
+        q, k, ids, weight = arguments["query_emb"], arguments["key_emb"], arguments["ids"], arguments["sample_weight"]
         if normalize:
             q, k = l2_normalize(ops, q), l2_normalize(ops, k)
-        diagonal = 0 if ids is None else None
-        if not symmetric:
-            return _loss(ops, bound, q, k, arguments["temperature"], None, ((k, None, ids, diagonal),), ids,
-                         arguments["sample_weight"], reduction)
         t = scalar(ops, bound, arguments["temperature"])
-        forward = ops.block_loss(q, k, t, None, ((k, None, ids, diagonal),), ids, "none")
-        backward = None if forward is None else ops.block_loss(k, q, t, None, ((q, None, ids, diagonal),), ids,
-                                                               "none")
-        if backward is None:
+        if not symmetric and weight is None:
+            return directed(ops, q, k, t, ids, reduction)
+        forward = directed(ops, q, k, t, ids, "none")
+        if forward is None:
             return None
-        return _reduce(ops, 0.5 * (forward + backward), upcast(ops, bound, arguments["sample_weight"]), reduction)
+        if symmetric:
+            backward = directed(ops, k, q, t, ids, "none")
+            if backward is None:
+                return None
+            forward = 0.5 * (forward + backward)
+        return _reduce(ops, forward, upcast(ops, bound, weight), reduction)
     return run
 
 
