@@ -170,6 +170,25 @@ def test_non_finite_input_makes_every_row_nan(where, bad):
     assert torch.isnan(recloss.sampled_softmax_loss(**tensors, in_batch=True)).item()
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("where", ["query_emb", "pos_emb"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_the_in_batch_node_guards_q_and_pos(where, bad, reduction):
+    """In-batch negatives only (the in-batch node): a NaN or an infinity in q or pos makes the result NaN, every
+    row with "none". The hard case: pos_2 holds +inf where q_2 is positive and every other query negative, so
+    row 2's positive scores +inf (its loss would be softplus(-inf) = 0) and the other rows lose that column."""
+    q, p = _emb(B).astype(np.float32), _emb(B).astype(np.float32)
+    q[:, 0] = -np.abs(q[:, 0]) - 0.5
+    q[2, 0] = 1.0
+    (q if where == "query_emb" else p)[2, 0] = bad
+    q_t, p_t = torch.tensor(q, requires_grad=True), torch.tensor(p, requires_grad=True)
+    for loss in (lambda: recloss.sampled_softmax_loss(q_t, p_t, reduction=reduction),
+                 lambda: recloss.info_nce_loss(q_t, p_t, reduction=reduction)):
+        out = loss()
+        assert _uses_block(out) and type(out.grad_fn).__name__ == "_InBatchLossBackward"
+        assert torch.isnan(out).all()
+
+
 def test_block_path_steps_aside():
     """Half precision, per-row negatives and hard negatives take the generic kernel (same semantics there);
     under torch.func the generic kernel runs too (an old-style Function has no functorch rule)."""

@@ -193,22 +193,26 @@ class _InBatchLoss(torch.autograd.Function):
     column removed), no log Q, no ids, two rows or more (so no row loses every candidate). The math of
     :class:`_BlockLoss` with nothing to look up: ``(q, pos)`` in, the loss out.
 
-    The positive's score ``s_pos`` is the block's diagonal, read before it is removed. The guard of ``q`` and
-    ``pos`` is ``x``'s: a NaN or an infinity in ``q_i`` or ``pos_i`` makes the diagonal entry ``s_ii``, and so
-    ``x_i``, non-finite."""
+    The positive's score ``s_pos`` is the block's diagonal, read before it is removed, as ``s - 2 s``: ``-s``
+    where ``s`` is finite, NaN where it is not. A NaN or an infinity in ``q_i`` or ``pos_i`` makes ``s_ii``
+    non-finite, so ``x_i`` is then NaN: that is the guard of ``q`` and ``pos`` (every row's with ``"none"``)."""
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, pos: torch.Tensor, inv_t: float, reduction: str) -> torch.Tensor:
         rows = q.shape[0]
         scores = torch.addmm(_zero(q), q, pos.t(), beta=0, alpha=inv_t)
-        x = scores.as_strided((rows, 1), (rows + 1, 1)).neg()    # -s_pos, [B, 1]
+        diagonal = scores.as_strided((rows, 1), (rows + 1, 1))
+        x = torch.sub(diagonal, diagonal, alpha=2.0)             # -s_pos, [B, 1]
         scores.fill_diagonal_(_NEG_INF)
         x.add_(scores.amax(1, keepdim=True))
         probs = torch.softmax(scores, 1)
         x.sub_(probs.amax(1, keepdim=True).log_())                # lse - s_pos
         ctx.inv_t, ctx.reduction = inv_t, reduction
         ctx.save_for_backward(q, pos, probs, x)
-        return _reduced(F.softplus(x, threshold=40.0), x, reduction)
+        losses = F.softplus(x, threshold=40.0)
+        if reduction == "none":
+            return losses.view(-1).add_(x.mul(0.0).sum())
+        return losses.sum() if reduction == "sum" else losses.mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
