@@ -82,7 +82,7 @@ def _remember(spec: LossSpec, backend: str | None, values: dict[str, Any], modul
             shape = shape_of(value) if is_tensor_like(value) else None
             if framework_of(value) in (None, "numpy") or shape is None:
                 return   # (an unknown rank too: the full path checks nothing of it, and that is its answer)
-            signature.append((type(value), shape, value.dtype))
+            signature.append((type(value), value.shape, value.dtype))   # (the framework's own shape compares)
         elif is_tensor_like(value):
             return
         else:
@@ -102,10 +102,10 @@ def _repeats(recent: tuple, backend: str | None, values: dict[str, Any]) -> bool
             if value is not None:
                 return False
         elif len(expected) == 3:   # a tensor
-            if type(value) is not expected[0] or shape_of(value) != expected[1] or value.dtype != expected[2]:
+            if type(value) is not expected[0] or value.shape != expected[1] or value.dtype != expected[2]:
                 return False
-        elif type(value) is not expected[0] or value != expected[1]:
-            return False
+        elif value is not expected[1] and (type(value) is not expected[0] or value != expected[1]):
+            return False   # (an option left at its default is the same object every call)
     return True
 
 
