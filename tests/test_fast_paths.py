@@ -189,6 +189,26 @@ def test_the_in_batch_node_guards_q_and_pos(where, bad, reduction):
         assert torch.isnan(out).all()
 
 
+def test_the_in_batch_node_is_applied_as_torch_would():
+    """The in-batch node is entered through Function.apply's C entry: saved-tensor hooks still see what it saves,
+    and a tensor kept from an ended torch.func transform (a dead wrapper) is unwrapped as Function.apply does."""
+    from recloss.backends.torch import block
+    q, p = (torch.tensor(_emb(B), requires_grad=True) for _ in range(2))
+    packed = []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = recloss.sampled_softmax_loss(q, p)
+    assert type(out.grad_fn).__name__ == "_InBatchLossBackward" and len(packed) == 4
+    kept = []
+    torch.func.grad(lambda x: kept.append(x) or x.sum())(q.detach().clone())
+    assert torch._C._functorch.is_functorch_wrapped_tensor(kept[0])
+    from_dead = block.in_batch_loss(kept[0], p, 1.0, "mean")
+    torch.testing.assert_close(from_dead, block._InBatchLoss.apply(q.detach(), p, 1.0, "mean"), rtol=0, atol=0)
+
+
 def test_block_path_steps_aside():
     """Half precision, per-row negatives and hard negatives take the generic kernel (same semantics there);
     under torch.func the generic kernel runs too (an old-style Function has no functorch rule)."""

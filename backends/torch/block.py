@@ -225,13 +225,15 @@ class _InBatchLoss(torch.autograd.Function):
                                                                                [(pos, None, None)])
             return grad_q, grad_pos + grad_keys, None, None
         needs = ctx.needs_input_grad
-        scaled = _scale(x, grad, inv_t / rows if reduction == "mean" else inv_t, reduction)
-        # d/dq_i = scaled_i (P pos - pos)_i; d/dpos = P^T (scaled q) - scaled q (as keys, then as positives).
-        grad_q = torch.addmm(pos, probs, pos, beta=-1).mul_(scaled) if needs[0] else None
+        # w_i = sigmoid(x_i) d loss / d l_i; the reduction's weight and 1/T (c) are the products' alpha and beta:
+        # d/dq_i = c w_i (P pos - pos)_i; d/dpos = c (P^T (w q) - w q) (as keys, then as positives).
+        c = inv_t / rows if reduction == "mean" else inv_t
+        w = torch.sigmoid(x).mul_(grad[:, None] if reduction == "none" else grad)
+        grad_q = torch.addmm(pos, probs, pos, beta=-c, alpha=c).mul_(w) if needs[0] else None
         grad_pos = None
         if needs[1]:
-            from_pos = q * scaled
-            grad_pos = torch.addmm(from_pos, probs.t(), from_pos, beta=-1)
+            from_pos = q * w
+            grad_pos = torch.addmm(from_pos, probs.t(), from_pos, beta=-c, alpha=c)
         return grad_q, grad_pos, None, None
 
 
