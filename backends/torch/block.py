@@ -23,9 +23,10 @@ in-batch keys are ``pos`` itself, its gradient joins the backward's two products
 ``create_graph=True`` the backward is recomputed from the inputs in ordinary differentiable operations, so
 second derivatives hold.
 
-The most common call, in-batch negatives with no option (no log Q, no ids), has a node of its own
-(:class:`_InBatchLoss`: two tensors in, nothing to look up), since at a small batch the Python around the
-operations is a visible part of the step.
+The most common call, in-batch negatives with no option (no log Q, no ids), has an entry and a node of its own
+(:func:`in_batch_loss`, :class:`_InBatchLoss`: two tensors in, nothing to look up, entered through
+``Function.apply``'s C entry), since at a small batch each operation and each Python call around them is a
+visible part of the step.
 
 Eager autograd only: :func:`ready` is False (the generic kernel then runs) while ``torch.compile`` traces (it
 fuses the generic kernel's operations itself), under ``torch.func`` transforms and forward-mode AD (an old-style
