@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from recloss import kernels
@@ -17,6 +16,7 @@ from recloss.kernels import block as block_path
 from recloss.backends.torch.block import block_loss as _block_loss
 from recloss.backends.torch.block import in_batch_loss as _in_batch_loss
 from recloss.backends.torch.block import ready as _block_ready
+from recloss.backends.torch.block import softplus as _softplus
 from recloss.backends.torch.streaming import streaming_row_losses as _streaming_row_losses
 
 #: Whether this process sees a CUDA device (so that "auto" on a CPU-only machine decides at no cost).
@@ -114,13 +114,7 @@ class TorchOps:
     log = staticmethod(torch.log)
     log1p = staticmethod(torch.log1p)
     expm1 = staticmethod(torch.expm1)
-
-    @staticmethod
-    def softplus(x: torch.Tensor) -> torch.Tensor:
-        """``log1p(exp(x))``, exact in float64 too: ``F.softplus`` returns ``x`` itself above its threshold, 20
-        by default (``exp(-20)`` is not negligible in float64); above 40 it is (``exp(-40) / 40 < 2**-60``)."""
-        return F.softplus(x, threshold=40.0)
-
+    softplus = staticmethod(_softplus)     # exact in float64 too (F.softplus's default threshold is not)
     relu = staticmethod(torch.relu)
     abs = staticmethod(torch.abs)
     sqrt = staticmethod(torch.sqrt)

@@ -77,12 +77,7 @@ def block_loss(q: torch.Tensor, pos: torch.Tensor, temperature: Any, pos_log_q: 
     if q.dtype not in _FLOATS or torch.is_autocast_enabled(q.device.type):
         # (under torch.autocast the generic rows run, whose products autocast casts as the user's would be)
         return None
-    rows = q.shape[0]
-    if len(sources) == 1 and pos_log_q is None and rows > 1:   # the common case: in-batch negatives only
-        keys, log_q, ids, diagonal = sources[0]
-        if keys is pos and log_q is None and ids is None and diagonal == 0:
-            return in_batch_loss(q, pos, temperature, reduction)
-    start, diagonals, bounds, flat = 0, [], [], []
+    rows, start, diagonals, bounds, flat = q.shape[0], 0, [], [], []
     holder, empty_possible, removed = None, False, 0
     for index, (keys, log_q, ids, diagonal) in enumerate(sources):
         size = keys.shape[0]
@@ -124,7 +119,7 @@ def _unguarded(pos_log_q: Any, flat: list, q: torch.Tensor, pos: torch.Tensor) -
     extra terms), each tensor once."""
     positions, seen = [], [q, pos]
     for index, t in enumerate((pos_log_q, *flat)):
-        if t is None or t is q or t is pos or not t.is_floating_point():
+        if t is None or not t.is_floating_point():
             continue
         for other in seen:
             if t is other:
@@ -165,28 +160,20 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return zero
 
 
-def _softmax_rows(scores: torch.Tensor, row_max: torch.Tensor, dot: torch.Tensor,
-                  inv_t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P, x)``: the softmax of the block ``[B, M]`` (removed entries at ``-inf``) and ``x = lse - s_pos``
-    ``[B, 1]``, with ``lse = m - log(max_k P)`` from the row maxima ``row_max`` (overwritten) and
-    ``s_pos = dot / T``."""
-    probs = torch.softmax(scores, 1)
-    return probs, row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log1p(exp(x))``, exact in float64 too: ``F.softplus`` returns ``x`` itself above its threshold, 20
+    by default (``exp(-20)`` is not negligible in float64); above 40 it is (``exp(-40) / 40 < 2**-60``)."""
+    return F.softplus(x, threshold=40.0)
 
 
 def _reduced(losses: torch.Tensor, guard: torch.Tensor, reduction: str) -> torch.Tensor:
-    """The rows ``[B, 1]`` reduced, plus ``guard * 0`` (``guard`` ``[B, 1]`` is non-finite in a row where ``q``
-    or ``pos`` holds a NaN or an infinity: the result is then NaN, every row with ``"none"``)."""
+    """The rows ``[B, 1]`` reduced, plus ``guard * 0``: ``guard`` ``[B, 1]`` is non-finite in a row where ``q``
+    or ``pos`` holds a NaN or an infinity, so the result is then NaN, every row with ``"none"``. ``guard`` is
+    None for a sum or mean of rows that are NaN there already."""
     if reduction == "none":
         return losses.view(-1).add_(guard.mul(0.0).sum())
-    total = losses.add_(guard, alpha=0.0)
+    total = losses if guard is None else losses.add_(guard, alpha=0.0)
     return total.sum() if reduction == "sum" else total.mean()
-
-
-def _scale(x: torch.Tensor, grad: torch.Tensor, factor: float, reduction: str) -> torch.Tensor:
-    """``sigmoid(x) * d loss / d l * factor``, ``[B, 1]``: dl_i/dlse_i = sigmoid(x_i) = -dl_i/ds_pos_i, times
-    the reduction's weight and 1/T (``factor``), the scale of every gradient."""
-    return torch.addcmul(_zero(x), torch.sigmoid(x), grad[:, None] if reduction == "none" else grad, value=factor)
 
 
 class _InBatchLoss(torch.autograd.Function):
@@ -210,10 +197,7 @@ class _InBatchLoss(torch.autograd.Function):
         x.sub_(probs.amax(1, keepdim=True).log_())                # lse - s_pos
         ctx.inv_t, ctx.reduction = inv_t, reduction
         ctx.save_for_backward(q, pos, probs, x)
-        losses = F.softplus(x, threshold=40.0)
-        if reduction == "none":
-            return losses.view(-1).add_(x.mul(0.0).sum())
-        return losses.sum() if reduction == "sum" else losses.mean()
+        return _reduced(softplus(x), x if reduction == "none" else None, reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
@@ -280,7 +264,8 @@ class _BlockLoss(torch.autograd.Function):
         empty = row_max == _NEG_INF if layout.empty_possible else None
         if empty is not None and empty.device.type == "cpu" and not empty.any():
             empty = None          # (a check that would wait for the device elsewhere: there the fill runs anyway)
-        probs, x = _softmax_rows(scores, row_max, dot, inv_t)
+        probs = torch.softmax(scores, 1)
+        x = row_max.sub_(probs.amax(1, keepdim=True).log_()).sub_(dot, alpha=inv_t)    # lse - s_pos, [B, 1]
         if empty is not None:   # no candidate left: lse = -inf (the softmax of such a row is NaN)
             probs.masked_fill_(empty, 0.0)
             x.masked_fill_(empty, _NEG_INF)
@@ -288,8 +273,7 @@ class _BlockLoss(torch.autograd.Function):
             x.add_(pos_log_q[:, None])
         ctx.layout, ctx.inv_t, ctx.reduction = layout, inv_t, reduction
         ctx.save_for_backward(q, pos, pos_log_q, row_ids, *flat, probs, x)
-        # softplus(x) = log1p(exp(x)); above 40 it is x in float64 and float32 (exp(-40) / 40 < 2**-60).
-        total = _reduced(F.softplus(x, threshold=40.0), dot, reduction)
+        total = _reduced(softplus(x), dot, reduction)
         others = (pos_log_q, *flat)    # the guard of the other floating inputs: NaN where one is not finite
         for index in layout.guarded:
             total.add_(others[index].mul(0.0).sum())
@@ -304,8 +288,11 @@ class _BlockLoss(torch.autograd.Function):
             grad = grad[:, None] if reduction == "none" else grad / rows if reduction == "mean" else grad
             return (None, *_differentiable_backward(ctx, grad, q, pos, pos_log_q, row_ids, _split(flat)))
         needs, holder, count = ctx.needs_input_grad, layout.holder, len(layout.bounds)
+        # dl_i/dlse_i = sigmoid(x_i) = -dl_i/ds_pos_i; times d loss/d l_i and 1/T: the scale of every gradient.
         # dl/ds = scaled P row by row, so the products take P and their [B, D] sides carry the scale.
-        scaled = _scale(x, grad, inv_t / rows if reduction == "mean" else inv_t, reduction)
+        factor = inv_t / rows if reduction == "mean" else inv_t
+        scaled = torch.addcmul(_zero(x), torch.sigmoid(x), grad[:, None] if reduction == "none" else grad,
+                               value=factor)
         # s_pos = q_i . pos_i / T: d/dq_i = scaled_i (P keys - pos)_i, d/dpos_i = -scaled_i q_i.
         grad_q = grad_pos = None
         if needs[_Q]:

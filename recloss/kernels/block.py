@@ -64,7 +64,8 @@ def repeat(ops: Ops, bound: Bound) -> Callable[[dict], Any] | None:
     threshold). It decides as the decorators do (:func:`recloss.kernels.fused.path`, then :func:`path`),
     without their per-call handling of the options, which a repeated signature shares."""
     planner = _PLANNERS.get(bound.spec.name)
-    if planner is None or getattr(ops, "block_ready", None) is None or _plan(planner, bound) is None:
+    planned = None if planner is None or getattr(ops, "block_ready", None) is None else _plan(planner, bound)
+    if planned is None:
         return None
     # The fused path decides on the embeddings' devices (:func:`recloss.kernels.fused.chosen`): the arguments
     # with a D dimension.
@@ -74,7 +75,7 @@ def repeat(ops: Ops, bound: Bound) -> Callable[[dict], Any] | None:
     # a backend without fused kernels.
     fusable = (bound.options.get("implementation", "auto") == "auto" and bound.dtype != "float64"
                and getattr(ops, "fused_unavailable", None) is not None)
-    softmax, planned = _softmax(), _plan(planner, bound)
+    softmax = _softmax()
     threshold = softmax.STREAMING_MIN_LOGITS
 
     def run(arguments: dict) -> Any:
@@ -161,8 +162,7 @@ def _in_batch_plan(bound: Bound, query: str, key: str, reduction: str) -> Callab
         return run_weighted
 
     def run(ops: Ops, arguments: dict) -> Any:
-        t = arguments["temperature"]
-        return ops.in_batch_loss(arguments[query], arguments[key], t if type(t) is float else scalar(ops, bound, t),
+        return ops.in_batch_loss(arguments[query], arguments[key], scalar(ops, bound, arguments["temperature"]),
                                  reduction)
     return run
 
